@@ -1,0 +1,83 @@
+"""The run configuration saved as ``config.json`` beside the weights.
+
+Everything needed to rebuild the model and its preprocessing lives here, so a run folder
+(or an exported model's metadata) is self-describing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lkmseg import __version__
+from lkmseg.errors import UserError
+from lkmseg.models.unet import ModelConfig
+
+# Preprocessing contract shared by every engine: RGB, resized to ``size`` (H, W) with
+# INTER_AREA, float32 in [0, 1] (x / 255), layout (B, 3, H, W). Output: logits (B, 1, H, W);
+# mask = sigmoid(logit) > threshold, i.e. logit > log(t / (1 - t)).
+NORMALIZATION = {"scale": 1 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                 "color": "RGB", "resize": "area"}
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int | None = None
+    steps: int | None = None
+    time_budget_s: float | None = None
+    val_every: int | None = None
+    warmup_frac: float = 0.03
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    workers: int = 1
+    seed: int = 0
+    val_frac: float = 0.25
+    augment: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    size: tuple[int, int] = (256, 256)  # (H, W) the model is trained at
+    threshold: float = 0.5
+    normalization: dict = field(default_factory=lambda: dict(NORMALIZATION))
+    data: dict = field(default_factory=dict)  # source, layout, split (train/val groups)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lkmseg_version: str = __version__
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        try:
+            return cls(model=ModelConfig(**d["model"]), size=tuple(int(s) for s in d["size"]),
+                       threshold=float(d.get("threshold", 0.5)),
+                       normalization=dict(d.get("normalization", NORMALIZATION)),
+                       data=dict(d.get("data", {})), train=TrainConfig(**d.get("train", {})),
+                       lkmseg_version=str(d.get("lkmseg_version", "?")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"config is invalid ({type(e).__name__}: {e}): "
+                            "re-create the run with `lkmseg train`") from e
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read ``config.json`` (a run folder or the file itself)."""
+    p = Path(path)
+    p = p / "config.json" if p.is_dir() else p
+    if not p.is_file():
+        raise UserError(f"{p}: no config.json here; pass a run folder made by `lkmseg train`")
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{p}: unreadable config ({e}); re-create the run with `lkmseg train`") from e
+    if not isinstance(d, dict):
+        raise UserError(f"{p}: config must be a JSON object; re-create the run with `lkmseg train`")
+    return RunConfig.from_dict(d)
