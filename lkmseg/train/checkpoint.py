@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
@@ -49,7 +49,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{p}: weights file not found; train a model with `lkmseg train`")
     try:
         return st_load(p.read_bytes())
-    except (SafetensorsError, OSError, ValueError) as e:
+    except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{p}: corrupt or truncated weights ({e}); "
                         "retrain or restore the file") from e
 
