@@ -31,13 +31,18 @@ class TrainConfig:
     time_budget_s: float | None = None
     val_every: int | None = None
     warmup_frac: float = 0.03
-    amp: str = "auto"
-    channels_last: bool = True
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    channels_last: str = "auto"  # auto (measured on CPU) | on | off
     compile: bool = False
-    workers: int = 1
+    workers: int = 1  # prefetch threads' queue depth; 0 = load in the training thread
     seed: int = 0
     val_frac: float = 0.25
     augment: bool = True
+    ckpt_every: int | None = None  # steps between checkpoints (default: at each validation)
+    sync_bn: bool = False
+    skip_bad: bool = False
+    group_pattern: str | None = None
+    full_res_eval: bool = True
 
 
 @dataclass

@@ -30,6 +30,13 @@ app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
                   help="Square vs separable-kernel U-Nets: train, export, predict, benchmark.")
 
+
+
+@app.callback()
+def _root() -> None:
+    """Square vs separable-kernel U-Nets: train, export, predict, benchmark."""
+
+
 for _name in COMMANDS:
     try:
         _mod = importlib.import_module(f"lkmseg.cli.{_name}")

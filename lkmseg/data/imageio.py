@@ -104,8 +104,8 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a mask file as uint8 {0, 1} (H, W): pixels > 127 (8-bit grey) are foreground."""
     path = Path(path)
-    m = _to_uint8(_decode(path, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH))
-    if m.ndim == 3:
+    m = _to_uint8(_decode(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH))
+    if m.ndim == 3:  # Pillow fallback may return colour
         m = m[..., :3].max(axis=2)
     return (m > 127).astype(np.uint8)
 

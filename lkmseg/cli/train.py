@@ -1,0 +1,117 @@
+"""`lkmseg train`: train one U-Net (or resume a run)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lkmseg.errors import UserError
+
+
+def train_cmd(
+    block: Annotated[str, typer.Option(help="Block: 3x3, 5x5, 1x5, KxK, 1xK, gcnK.")] = "3x3",
+    kernel: Annotated[Optional[int], typer.Option(help="Fill K in KxK/1xK/gcnK.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        help="Dataset folder (Carvana train/+train_masks/, or images/+masks/). "
+             "Default: the embedded synthetic set.")] = None,
+    size: Annotated[str, typer.Option(help="Training size: N or HxW.")] = "256",
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1)] = None,
+    time_budget: Annotated[Optional[str], typer.Option(
+        help="Wall-clock budget, e.g. 90s, 10m, 1h.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    width: Annotated[int, typer.Option(min=1, help="Base width.")] = 8,
+    depth: Annotated[int, typer.Option(min=1, max=8, help="Number of 2x2 poolings.")] = 6,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[str, typer.Option(help="auto, off, bf16 or fp16.")] = "auto",
+    channels_last: Annotated[str, typer.Option(help="auto (measured), on or off.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    workers: Annotated[int, typer.Option(min=0, help="Batches prefetched ahead.")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    val_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between validations.")] = None,
+    ckpt_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between checkpoints.")] = None,
+    val_frac: Annotated[float, typer.Option(min=0.01, max=0.9)] = 0.25,
+    group_pattern: Annotated[Optional[str], typer.Option(
+        help="Regex on file stems whose first group names the object (split key).")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Skip unreadable pairs.")] = False,
+    augment: Annotated[bool, typer.Option(help="Flip, shift-scale, HSV jitter.")] = True,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm under DDP.")] = False,
+    nproc: Annotated[int, typer.Option(min=1, help="Launch N processes with torchrun.")] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
+    name: Annotated[Optional[str], typer.Option(help="Run folder name.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder.")] = None,
+) -> None:
+    """Train a U-Net with the chosen block; writes a run folder (see DESIGN.md)."""
+    from rich.console import Console
+
+    from lkmseg.cli.options import parse_duration, parse_size
+    from lkmseg.config import RunConfig, TrainConfig, load_config
+    from lkmseg.models import ModelConfig, parse_block
+    from lkmseg.train.loop import train_run
+
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _launch_torchrun(nproc)
+    budget = parse_duration(time_budget) if time_budget else None
+    if resume is not None:
+        cfg = load_config(resume)
+        if steps or epochs or budget:  # extend or change the stopping rule
+            cfg.train.steps, cfg.train.epochs, cfg.train.time_budget_s = steps, epochs, budget
+    else:
+        spec = parse_block(block, kernel)
+        cfg = RunConfig(model=ModelConfig(block=spec.name, width=width, depth=depth),
+                        size=parse_size(size),
+                        train=TrainConfig(batch_size=batch_size, lr=lr, epochs=epochs,
+                                          steps=steps, time_budget_s=budget,
+                                          val_every=val_every, amp=amp,
+                                          channels_last=channels_last, compile=compile,
+                                          workers=workers, seed=seed, val_frac=val_frac,
+                                          augment=augment, ckpt_every=ckpt_every,
+                                          sync_bn=sync_bn, skip_bad=skip_bad,
+                                          group_pattern=group_pattern))
+    console = Console(stderr=False)
+    run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if summary["status"] == "interrupted":
+        console.print(f"interrupted at step {summary['steps']}; checkpoint saved. "
+                      f"Resume with: lkmseg train --resume {run_dir}")
+        return
+    full = summary["val_dice_full_res"]
+    console.print(f"done: {run_dir} | best val dice {summary['best_val_dice']:.4f}"
+                  + (f" (full-res {full:.4f})" if full is not None else "")
+                  + f" | {summary['images_per_s']:.1f} img/s train, "
+                  f"{summary['loader_images_per_s']:.0f} img/s loader | "
+                  f"{summary['train_seconds']:.0f} s")
+
+
+def _launch_torchrun(nproc: int) -> None:
+    """Re-run this command under torchrun with ``nproc`` processes, then exit with its code."""
+    import subprocess
+
+    args = [a for a in sys.argv[1:]]
+    cleaned, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cleaned.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={nproc}", "-m", "lkmseg", *cleaned]
+    try:
+        raise SystemExit(subprocess.call(cmd))
+    except FileNotFoundError as e:
+        raise UserError(f"cannot launch torchrun ({e}); run torchrun yourself") from e
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)

@@ -1,0 +1,106 @@
+"""Batches for training from the in-memory uint8 cache.
+
+Batch ``step`` is a pure function of (seed, step): the epoch permutation is seeded by
+(seed, epoch) and the augmentation by (seed, step). Resuming at step N therefore sees
+exactly the batches an uninterrupted run would, with no RNG state to save. A background
+thread prepares the next batches while the model trains on the current one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+import torch
+
+from lkmseg.data.transforms import augment_batch
+
+
+class BatchSource:
+    def __init__(self, images: np.ndarray, masks: np.ndarray, batch_size: int, seed: int,
+                 augment: bool = True, device: torch.device | str = "cpu",
+                 rank: int = 0, world: int = 1) -> None:
+        self.images, self.masks = images, masks  # (N, H, W, 3), (N, H, W) uint8
+        self.n = images.shape[0]
+        self.batch_size, self.seed, self.augment = batch_size, seed, augment
+        self.device = torch.device(device)
+        self.rank, self.world = rank, world
+        self.global_batch = batch_size * world
+        self.steps_per_epoch = max(1, self.n // self.global_batch)
+        self._perm_cache: tuple[int, np.ndarray] | None = None
+        self.busy_s = 0.0  # time spent producing batches (loader images/s)
+        self.produced = 0
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm_cache = (epoch, rng.permutation(self.n))
+        return self._perm_cache[1]
+
+    def indices(self, step: int) -> np.ndarray:
+        """This rank's sample indices for global ``step`` (shards of one global batch)."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        perm = self._perm(epoch)
+        if self.n < self.global_batch:  # tiny data: wrap around
+            perm = np.resize(perm, self.global_batch)
+            k = 0
+        glob = perm[k * self.global_batch:(k + 1) * self.global_batch]
+        return glob[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) float in [0, 1] and (B, 1, H, W) float {0, 1} on ``device``."""
+        t0 = time.perf_counter()
+        idx = np.sort(self.indices(step))
+        img = torch.from_numpy(self.images[idx]).to(self.device, non_blocking=True)
+        msk = torch.from_numpy(self.masks[idx]).to(self.device, non_blocking=True)
+        img = img.permute(0, 3, 1, 2).float().div_(255.0)
+        msk = msk[:, None].float()
+        if self.augment:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            img, msk = augment_batch(img, msk, gen)
+        self.busy_s += time.perf_counter() - t0
+        self.produced += img.shape[0]
+        return img, msk
+
+    def images_per_s(self) -> float:
+        return self.produced / self.busy_s if self.busy_s > 0 else float("nan")
+
+
+class Prefetcher:
+    """Produce batches ``start, start+1, ...`` in a background thread, ``depth`` ahead."""
+
+    def __init__(self, source: BatchSource, start: int, depth: int = 2) -> None:
+        self.source = source
+        self.q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.step = start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(start,), daemon=True)
+        self._thread.start()
+
+    def _run(self, step: int) -> None:
+        while not self._stop.is_set():
+            try:
+                item = (step, self.source.batch(step))
+            except BaseException as e:  # noqa: BLE001 — re-raised in the consumer
+                item = (step, e)
+            while not self._stop.is_set():
+                try:
+                    self.q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            step += 1
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        step, item = self.q.get()
+        if isinstance(item, BaseException):
+            raise item
+        assert step == self.step, "prefetcher out of order"
+        self.step += 1
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

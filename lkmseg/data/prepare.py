@@ -1,0 +1,56 @@
+"""From a data folder (or the embedded default) to cached train/val arrays, split by car."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lkmseg.data.cache import build_cache
+from lkmseg.data.datasets import Item, find_items, split_by_group
+
+
+@dataclass
+class Prepared:
+    layout: str
+    source: Path
+    train_images: np.ndarray  # (N, H, W, 3) uint8
+    train_masks: np.ndarray  # (N, H, W) uint8 {0, 1}
+    val_images: np.ndarray
+    val_masks: np.ndarray
+    train_items: list[Item]
+    val_items: list[Item]
+    skipped: list[str]
+    cache_reused: bool
+
+    def describe(self) -> str:
+        tg = len({i.group for i in self.train_items})
+        vg = len({i.group for i in self.val_items})
+        return (f"{self.source} ({self.layout}): {len(self.train_items)} train images "
+                f"({tg} groups), {len(self.val_items)} val images ({vg} groups)"
+                + (", cache reused" if self.cache_reused else ", cache built"))
+
+
+def default_data_dir() -> Path:
+    from lkmseg.data.synth import default_dataset  # the embedded synthetic Carvana look-alike
+
+    return default_dataset()
+
+
+def prepare(data_dir: str | Path | None, size: tuple[int, int], val_frac: float = 0.25,
+            seed: int = 0, group_pattern: str | None = None, skip_bad: bool = False,
+            progress=None) -> Prepared:
+    """Find pairs, split them by group, and load both sides through the uint8 cache."""
+    layout_hint = None
+    if data_dir is None:
+        data_dir, layout_hint = default_data_dir(), "synthetic"
+    layout, items = find_items(data_dir, group_pattern=group_pattern)
+    cached = build_cache(items, size, skip_bad=skip_bad, progress=progress)
+    index = {it.image: i for i, it in enumerate(cached.items)}
+    train, val = split_by_group(cached.items, val_frac=val_frac, seed=seed)
+    ti = np.array([index[it.image] for it in train], dtype=np.int64)
+    vi = np.array([index[it.image] for it in val], dtype=np.int64)
+    return Prepared(layout_hint or layout, Path(data_dir), cached.images[ti], cached.masks[ti],
+                    cached.images[vi], cached.masks[vi], train, val, cached.skipped,
+                    cached.reused)

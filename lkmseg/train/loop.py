@@ -1,0 +1,459 @@
+"""The training loop: ``train_run()`` makes or resumes a run folder; ``evaluate()`` scores it.
+
+Stop criteria: --steps, --epochs or --time-budget (wall clock of the run, resumes included),
+whichever is given. Batches are a pure function of (seed, step), so --resume continues
+exactly where the last checkpoint stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lkmseg import __version__
+from lkmseg.config import RunConfig
+from lkmseg.data.cache import cache_root
+from lkmseg.data.loader import BatchSource, Prefetcher
+from lkmseg.errors import UserError
+from lkmseg.fsutil import write_json
+from lkmseg.models import build_model, count_params
+from lkmseg.train import checkpoint as ckpt
+from lkmseg.train.logs import TRAIN_FIELDS, VAL_FIELDS, CsvLog
+from lkmseg.train.losses import bce_dice_loss, dice_per_image
+from lkmseg.train.runtime import (Runtime, choose_amp, choose_channels_last, init_distributed,
+                                  resolve_device)
+
+MAX_BAD_STEPS = 20
+
+
+@dataclass
+class Data:
+    train_images: np.ndarray  # (N, H, W, 3) uint8
+    train_masks: np.ndarray  # (N, H, W) uint8
+    val_images: np.ndarray
+    val_masks: np.ndarray
+    val_items: list = field(default_factory=list)  # Items (full-resolution evaluation)
+
+
+@dataclass
+class State:
+    step: int = 0
+    elapsed_s: float = 0.0
+    best_dice: float = -1.0
+    best_step: int = -1
+    last_dice: float = float("nan")
+    step_time_s: float = 0.0  # time inside training steps (excludes validation, saving)
+    bad_steps: int = 0
+    skipped_steps: int = 0
+
+
+def total_steps(cfg: RunConfig, steps_per_epoch: int) -> int | None:
+    t = cfg.train
+    if t.steps is not None:
+        return int(t.steps)
+    if t.epochs is not None:
+        return int(t.epochs) * steps_per_epoch
+    return None if t.time_budget_s else 10 * steps_per_epoch
+
+
+def lr_at(cfg: RunConfig, progress: float) -> float:
+    """Linear warm-up then cosine decay to 1 % of --lr, over progress in [0, 1]."""
+    t = cfg.train
+    p = min(max(progress, 0.0), 1.0)
+    if p < t.warmup_frac:
+        return t.lr * (0.1 + 0.9 * p / t.warmup_frac)
+    q = (p - t.warmup_frac) / max(1e-9, 1 - t.warmup_frac)
+    return t.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * q)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, rt: Runtime,
+             batch_size: int = 16, threshold: float = 0.5) -> float:
+    """Mean per-image Dice (threshold on probability) of this rank's shard, all-reduced."""
+    was_training = model.training
+    model.eval()
+    idx = np.arange(rt.rank, len(images), rt.world)
+    total = torch.zeros(2, dtype=torch.float64)
+    cut = math.log(threshold / (1 - threshold))
+    for s in range(0, len(idx), batch_size):
+        b = idx[s:s + batch_size]
+        x = torch.from_numpy(images[b]).to(rt.device).permute(0, 3, 1, 2).float().div_(255)
+        if rt.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            logits = model(x)
+        y = torch.from_numpy(masks[b]).to(rt.device)[:, None]
+        d = dice_per_image(logits.float() > cut, y)
+        total += torch.tensor([d.sum().item(), len(b)], dtype=torch.float64)
+    if rt.world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    return float(total[0] / max(total[1], 1))
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints and exits at the next step."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a worker)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None:  # second Ctrl-C: give up waiting
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _agree(flag: bool, rt: Runtime) -> bool:
+    """All ranks stop together: any rank's flag stops everyone."""
+    if rt.world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=rt.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _build_runtime(cfg: RunConfig, device_name: str, model: nn.Module) -> Runtime:
+    rank, world, local = init_distributed(device_name)
+    device = resolve_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+    amp, scaler = choose_amp(device, cfg.train.amp)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cl = choose_channels_last(str(cfg.train.channels_last), model, device,
+                              (cfg.train.batch_size, *cfg.size), amp,
+                              cache_file=cache_root() / "autotune.json")
+    return Runtime(device, amp, scaler, cl, rank, world)
+
+
+class Trainer:
+    """One run: model, optimizer, data source, logs and state, rank-aware."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, data, device: str,
+                 resume: bool, console) -> None:
+        self.cfg, self.run_dir, self.data, self.console = cfg, run_dir, data, console
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model)
+        self.rt = rt = _build_runtime(cfg, device, model)
+        if rt.world > 1 and cfg.train.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(rt.device)
+        if rt.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                                     weight_decay=cfg.train.weight_decay)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
+        self.state = State()
+        if resume:
+            self._load_state()
+        self.net = model
+        if rt.world > 1:
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.train.compile:
+            self.net = torch.compile(self.net)
+        self.source = BatchSource(data.train_images, data.train_masks, cfg.train.batch_size,
+                                  cfg.train.seed, cfg.train.augment, rt.device, rt.rank, rt.world)
+        self.total = total_steps(cfg, self.source.steps_per_epoch)
+        keep = self.state.step if resume else None
+        self.tlog = CsvLog(run_dir / "train_log.csv", TRAIN_FIELDS, keep) if rt.is_main else None
+        self.vlog = CsvLog(run_dir / "val_log.csv", VAL_FIELDS, keep) if rt.is_main else None
+
+    def _load_state(self) -> None:
+        st = ckpt.load_state(self.run_dir)
+        try:
+            self.model.load_state_dict(st["model"])
+            self.opt.load_state_dict(st["optimizer"])
+            if "scaler" in st and st["scaler"]:
+                self.scaler.load_state_dict(st["scaler"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(f"{self.run_dir / ckpt.STATE}: does not match config.json "
+                            f"({type(e).__name__}); start a new run") from e
+        s = st["progress"]
+        self.state = State(step=int(s["step"]), elapsed_s=float(s["elapsed_s"]),
+                           step_time_s=float(s.get("step_time_s", 0.0)),
+                           best_dice=float(s["best_dice"]), best_step=int(s["best_step"]),
+                           last_dice=float(s["last_dice"]))
+
+    # ---------------------------------------------------------------- progress & stopping
+
+    def progress(self) -> float:
+        p = 0.0
+        if self.total:
+            p = max(p, self.state.step / self.total)
+        if self.cfg.train.time_budget_s:
+            p = max(p, self.state.elapsed_s / self.cfg.train.time_budget_s)
+        return p
+
+    def done(self) -> bool:
+        return self.progress() >= 1.0
+
+    def val_due(self, last_val_step: int, last_val_time: float) -> bool:
+        t = self.cfg.train
+        if t.val_every:
+            return self.state.step - last_val_step >= t.val_every
+        if self.total and not t.time_budget_s:
+            return self.state.step - last_val_step >= max(1, self.total // 10)
+        return self.state.elapsed_s - last_val_time >= (t.time_budget_s or 600) / 10
+
+    # ---------------------------------------------------------------- one step
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Forward, backward, optimizer step; returns the loss (NaN if the step was skipped)."""
+        rt = self.rt
+        lr = lr_at(self.cfg, self.progress())
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        if rt.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            logits = self.net(x)
+        loss = bce_dice_loss(logits, y)
+        self.opt.zero_grad(set_to_none=True)
+        if _agree(not bool(torch.isfinite(loss.detach()).item()), rt):
+            self.state.bad_steps += 1
+            self.state.skipped_steps += 1
+            if rt.is_main:
+                self.console.print(f"[yellow]warning: non-finite loss at step {self.state.step}; "
+                                   "step skipped[/]")
+            if self.state.bad_steps >= MAX_BAD_STEPS:
+                self.checkpoint()
+                raise UserError(f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row "
+                                f"(step {self.state.step}); lower --lr or use --amp off, "
+                                f"then --resume {self.run_dir}")
+            return float("nan")
+        self.state.bad_steps = 0
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return float(loss.detach())
+
+    # ---------------------------------------------------------------- validation & saving
+
+    def validate(self) -> float:
+        d = self.data
+        dice = evaluate(self.net if self.rt.world == 1 else self.model, d.val_images,
+                        d.val_masks, self.rt, threshold=self.cfg.threshold)
+        st = self.state
+        st.last_dice = dice
+        if self.rt.is_main:
+            seen = st.step * self.cfg.train.batch_size * self.rt.world
+            self.vlog.write(step=st.step, elapsed_s=round(st.elapsed_s, 3), dice=dice,
+                            images_seen=seen, epoch=st.step / self.source.steps_per_epoch)
+            if dice > st.best_dice:
+                st.best_dice, st.best_step = dice, st.step
+                ckpt.save_weights(self.run_dir / ckpt.BEST, self.model,
+                                  {"step": st.step, "dice": dice, "block": self.cfg.model.block})
+        return dice
+
+    def checkpoint(self) -> None:
+        """Write last weights and the full training state (rank 0, atomically)."""
+        if not self.rt.is_main:
+            return
+        st = self.state
+        ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, {"step": st.step})
+        ckpt.save_state(self.run_dir, {
+            "model": ckpt.model_state(self.model), "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.rt.use_scaler else {},
+            "progress": {"step": st.step, "elapsed_s": st.elapsed_s,
+                         "step_time_s": st.step_time_s, "best_dice": st.best_dice,
+                         "best_step": st.best_step, "last_dice": st.last_dice}})
+
+    def close(self) -> None:
+        for log in (self.tlog, self.vlog):
+            if log:
+                log.close()
+
+
+@torch.no_grad()
+def evaluate_full_res(model: nn.Module, items: list, size: tuple[int, int],
+                      threshold: float = 0.5, device: torch.device | str = "cpu") -> float:
+    """Mean Dice at each image's original resolution (logits upsampled bilinearly)."""
+    from lkmseg.data.imageio import read_image, read_mask
+    from lkmseg.data.transforms import postprocess, preprocess
+
+    model.eval()
+    scores = []
+    for it in items:
+        img, gt = read_image(it.image), read_mask(it.mask)
+        logits = model(preprocess([img], size).to(device))
+        pred = postprocess(logits, [img.shape[:2]], threshold)[0]
+        scores.append(float(dice_per_image(torch.from_numpy(pred)[None],
+                                           torch.from_numpy(gt)[None])[0]))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _summary(tr: Trainer, status: str, loader_ips: float, full_res: float | None) -> dict:
+    st, cfg, rt = tr.state, tr.cfg, tr.rt
+    images = st.step * cfg.train.batch_size * rt.world
+    return {
+        "block": cfg.model.block, "kernel": cfg.model.spec.kernel,
+        "family": cfg.model.spec.family, "params": count_params(tr.model),
+        "best_val_dice": st.best_dice, "best_step": st.best_step, "last_val_dice": st.last_dice,
+        "val_dice_full_res": full_res,
+        "images_per_s": images / st.step_time_s if st.step_time_s else None,
+        "loader_images_per_s": loader_ips, "train_seconds": st.elapsed_s,
+        "step_seconds": st.step_time_s, "steps": st.step, "images_seen": images,
+        "epochs": st.step / tr.source.steps_per_epoch, "skipped_steps": st.skipped_steps,
+        "size": list(cfg.size), "batch_size": cfg.train.batch_size, "world_size": rt.world,
+        "device": rt.describe(), "status": status, "lkmseg": __version__,
+        "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+    }
+
+
+def _bar(console, total: float, by_time: bool):
+    from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    unit = "[progress.percentage]{task.percentage:>3.0f}%" if by_time else \
+        "{task.fields[step]}/{task.total:.0f}"
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn(unit),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f} | {task.fields[ips]:.1f} img/s | "
+                               "val dice {task.fields[dice]:.4f}"),
+                    console=console, transient=False, disable=console is None)
+
+
+def run_loop(tr: Trainer, stop: _StopFlag, bar, task) -> str:
+    """Train until done or stopped; returns "complete" or "interrupted"."""
+    st, cfg, rt = tr.state, tr.cfg, tr.rt
+    pf = Prefetcher(tr.source, st.step, depth=cfg.train.workers) if cfg.train.workers else None
+    last_val = (st.step, st.elapsed_s)
+    ips, t_prev = float("nan"), time.perf_counter()
+    status = "complete"
+    try:
+        tr.model.train()
+        while not _agree(tr.done(), rt):
+            if _agree(stop.signal is not None, rt):
+                status = "interrupted"
+                break
+            t0 = time.perf_counter()
+            x, y = pf.next() if pf else tr.source.batch(st.step)
+            loss = tr.train_step(x, y)
+            dt = time.perf_counter() - t0
+            st.step += 1
+            st.step_time_s += dt
+            n = cfg.train.batch_size * rt.world
+            ips = n / dt if math.isnan(ips) else 0.8 * ips + 0.2 * n / dt
+            if rt.is_main:
+                tr.tlog.write(step=st.step, epoch=st.step / tr.source.steps_per_epoch,
+                              elapsed_s=round(st.elapsed_s + time.perf_counter() - t_prev, 3),
+                              images_per_s=round(ips, 2), loss=loss, lr=tr.opt.param_groups[0]["lr"])
+            now = time.perf_counter()
+            st.elapsed_s += now - t_prev
+            t_prev = now
+            if tr.val_due(*last_val):
+                tr.validate()
+                last_val = (st.step, st.elapsed_s)
+                tr.checkpoint()
+            elif cfg.train.ckpt_every and st.step % cfg.train.ckpt_every == 0:
+                tr.checkpoint()
+            now = time.perf_counter()
+            st.elapsed_s += now - t_prev
+            t_prev = now
+            bar.update(task, completed=st.step if bar.tasks[task].fields["by"] == "step"
+                       else st.elapsed_s, step=st.step, loss=loss, ips=ips, dice=st.last_dice)
+    finally:
+        if pf:
+            pf.close()
+    if status == "complete" and last_val[0] != st.step:
+        tr.validate()
+    tr.checkpoint()
+    return status
+
+
+def new_run_dir(out: Path, name: str | None, cfg: RunConfig) -> Path:
+    base = name or f"{cfg.model.block}_{cfg.size[0]}x{cfg.size[1]}_{time.strftime('%Y%m%d-%H%M%S')}"
+    d, i = Path(out) / base, 1
+    while d.exists() and any(d.iterdir()):
+        if name:
+            raise UserError(f"{d}: run folder exists; choose another --name or "
+                            f"continue it with --resume {d}")
+        i += 1
+        d = Path(out) / f"{base}-{i}"
+    return d
+
+
+def _prepare_data(cfg: RunConfig, data_dir: Path | None, console, is_main: bool):
+    from lkmseg.data.prepare import prepare
+
+    t = cfg.train
+    if console is not None and is_main:
+        console.print("preparing data (decoded once into the cache, then reused)…")
+    prep = prepare(data_dir, cfg.size, val_frac=t.val_frac, seed=t.seed,
+                   group_pattern=t.group_pattern, skip_bad=t.skip_bad)
+    for s in prep.skipped:
+        if console is not None and is_main:
+            console.print(f"[yellow]warning: skipped {s}[/]")
+    cfg.data = {"source": str(prep.source), "layout": prep.layout,
+                "train_groups": sorted({i.group for i in prep.train_items}),
+                "val_groups": sorted({i.group for i in prep.val_items}),
+                "val_items": [[str(i.image), str(i.mask)] for i in prep.val_items],
+                "n_train": len(prep.train_items), "n_val": len(prep.val_items)}
+    return prep
+
+
+def train_run(cfg: RunConfig, data_dir: str | Path | None = None, out: str | Path = "runs",
+              name: str | None = None, device: str = "auto", resume: str | Path | None = None,
+              console=None) -> tuple[Path, dict]:
+    """Train (or resume) one run; returns (run_dir, summary). ``console``: a rich Console."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if data_dir is None and cfg.data.get("layout") != "synthetic":
+            data_dir = cfg.data.get("source")
+    else:
+        run_dir = new_run_dir(Path(out), name, cfg)
+    is_main = int(__import__("os").environ.get("RANK", "0")) == 0
+    prep = _prepare_data(cfg, Path(data_dir) if data_dir else None, console, is_main)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", cfg.to_dict())
+    tr = Trainer(cfg, run_dir, prep, device, resume is not None, console)
+    if console is not None and tr.rt.is_main:
+        console.print(prep.describe())
+        console.print(f"run {run_dir}: block {cfg.model.block}, "
+                      f"{count_params(tr.model) / 1e6:.2f} M params, {tr.rt.describe()}")
+    by_time = tr.total is None or bool(cfg.train.time_budget_s)
+    total = cfg.train.time_budget_s if by_time else tr.total
+    bar = _bar(console if tr.rt.is_main else None, total, by_time)
+    try:
+        with _StopFlag() as stop, bar:
+            task = bar.add_task(f"train {cfg.model.block}", total=total, step=tr.state.step,
+                                loss=float("nan"), ips=float("nan"), dice=tr.state.last_dice,
+                                by="time" if by_time else "step")
+            status = run_loop(tr, stop, bar, task)
+    finally:
+        tr.close()
+    full = None
+    if tr.rt.is_main and status == "complete" and cfg.train.full_res_eval and prep.val_items:
+        model, _ = ckpt.load_run(run_dir, device=tr.rt.device)
+        full = evaluate_full_res(model, prep.val_items, cfg.size, cfg.threshold, tr.rt.device)
+    summary = _summary(tr, status, tr.source.images_per_s(), full)
+    if tr.rt.is_main:
+        write_json(run_dir / "summary.json", summary)
+    return run_dir, summary
