@@ -60,3 +60,34 @@ def carvana_dir() -> Path:
 
 def rgb_noise(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def write_pairs(root: Path, layout: str = "carvana", groups: int = 4, views: int = 3,
+                size: tuple[int, int] = (40, 60), seed: int = 0) -> Path:
+    """A tiny dataset of ellipses on noise, in Carvana (train/, train_masks/*.gif) or
+    folders (images/, masks/*.png) layout. Group ids are 12 hex digits like Carvana's."""
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img_dir = root / ("train" if layout == "carvana" else "images")
+    msk_dir = root / ("train_masks" if layout == "carvana" else "masks")
+    img_dir.mkdir(parents=True, exist_ok=True)
+    msk_dir.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    for g in range(groups):
+        gid = f"{g + 1:012x}"
+        for v in range(1, views + 1):
+            img = rng.integers(60, 120, (h, w, 3), dtype=np.uint8)
+            mask = np.zeros((h, w), np.uint8)
+            c = (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4)))
+            axes = (int(rng.integers(w // 8, w // 4)), int(rng.integers(h // 8, h // 4)))
+            cv2.ellipse(mask, c, axes, 0, 0, 360, 255, -1)
+            img[mask > 0] = (200, 40, 40)
+            stem = f"{gid}_{v:02d}"
+            cv2.imwrite(str(img_dir / f"{stem}.jpg"), img[..., ::-1].copy())
+            if layout == "carvana":
+                Image.fromarray(mask).save(msk_dir / f"{stem}_mask.gif")
+            else:
+                cv2.imwrite(str(msk_dir / f"{stem}.png"), mask)
+    return root

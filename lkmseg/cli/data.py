@@ -39,7 +39,7 @@ def check_cmd(
 
     from lkmseg.data.check import check_dataset, summary_lines
 
-    console = Console()
+    console = Console(soft_wrap=True)
     rep = check_dataset(folder, group_pattern)
     for line in summary_lines(rep):
         console.print(line, highlight=False)

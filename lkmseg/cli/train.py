@@ -73,7 +73,7 @@ def train_cmd(
                                           augment=augment, ckpt_every=ckpt_every,
                                           sync_bn=sync_bn, skip_bad=skip_bad,
                                           group_pattern=group_pattern))
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)
     run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +28,9 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lkmseg.errors import UserError
 
 GENERATOR_VERSION = 1
 VIEWS = 16
@@ -165,62 +169,108 @@ def _box(lo: tuple[float, float, float], hi: tuple[float, float, float], mat: in
 
 
 def _profile(c: CarParams) -> np.ndarray:
-    """Side silhouette of the lower body, (x, z), convex, front at +x."""
-    h, z0 = c.length / 2, c.clearance
-    hf = c.body_top - c.hood_drop
-    return np.array([(h - 0.15, z0), (h, z0 + 0.12), (h, hf - 0.10), (h - 0.17, hf),
-                     (-h + 0.14, c.body_top), (-h, c.body_top - 0.08), (-h, z0 + 0.12),
-                     (-h + 0.15, z0)])
+    """Side silhouette of the lower body, (x, z), convex, counter-clockwise, front at +x."""
+    h, z0, top = c.length / 2, c.clearance, c.body_top
+    hf = top - c.hood_drop
+    return np.array([(h - 0.22, z0), (h - 0.05, z0 + 0.07), (h, z0 + 0.20), (h, hf - 0.14),
+                     (h - 0.05, hf - 0.04), (h - 0.22, hf), (-h + 0.22, top),
+                     (-h + 0.05, top - 0.05), (-h, top - 0.14), (-h, z0 + 0.20),
+                     (-h + 0.05, z0 + 0.07), (-h + 0.22, z0)])
+
+
+def _loft(prof: np.ndarray, half_width: Callable[[np.ndarray], np.ndarray],
+          mat: int) -> list[Face]:
+    """A convex solid: profile (x, z) on both sides, y = +-half_width(z), and the bands."""
+    n = len(prof)
+    y = half_width(prof[:, 1])
+    verts = np.concatenate([np.stack([prof[:, 0], s * y, prof[:, 1]], axis=1) for s in (1, -1)])
+    faces = [list(range(n)), list(range(n, 2 * n))]
+    faces += [[i, (i + 1) % n, n + (i + 1) % n, n + i] for i in range(n)]
+    return _solid(verts, faces, mat)
 
 
 def _body(c: CarParams) -> list[Face]:
-    prof, w = _profile(c), c.width / 2
-    n = len(prof)
-    verts = np.array([(x, s * w, z) for s in (1, -1) for x, z in prof])
-    faces = [list(range(n)), list(range(n, 2 * n))]
-    faces += [[i, (i + 1) % n, n + (i + 1) % n, n + i] for i in range(n)]
-    return _solid(verts, faces, PAINT)
+    return _loft(_profile(c), lambda z: np.full_like(z, c.width / 2), PAINT)
 
 
-def _cabin_box(c: CarParams) -> tuple[np.ndarray, float, float]:
-    """Cabin corners: 0-3 bottom (front-left, front-right, rear-right, rear-left), 4-7 top."""
+class _Cabin(NamedTuple):
+    prof: np.ndarray  # (6, 2) base-front, windshield top, roof crest x2, roof rear, base-rear
+    zb: float         # base height (sunk into the body)
+    zt: float         # roof height
+    wb: float         # half width at the base
+    wt: float         # half width at the roof
+
+    def half_width(self, z: np.ndarray) -> np.ndarray:
+        return self.wb + (self.wt - self.wb) * (np.asarray(z) - self.zb) / (self.zt - self.zb)
+
+
+def _cabin_shape(c: CarParams) -> _Cabin:
     h = c.length / 2
     cf, cr = h - c.hood_len, -h + c.trunk_len
     zb, zt = c.body_top - c.hood_drop - 0.02, c.body_top + c.cabin_height
     rf, rr = cf - c.windshield_run, cr + c.rear_run
-    wb, wt = 0.45 * c.width, 0.37 * c.width
-    v = np.array([(cf, wb, zb), (cf, -wb, zb), (cr, -wb, zb), (cr, wb, zb),
-                  (rf, wt, zt), (rf, -wt, zt), (rr, -wt, zt), (rr, wt, zt)])
-    return v, zb, zt
+    span = rf - rr
+    prof = np.array([(cf, zb), (rf, zt - 0.05), (rf - 0.3 * span, zt), (rr + 0.3 * span, zt),
+                     (rr, zt - 0.06), (cr, zb)])
+    return _Cabin(prof, zb, zt, 0.45 * c.width, 0.37 * c.width)
 
 
-def _quad_point(q: np.ndarray, s: float, t: float) -> np.ndarray:
-    """Bilinear point of quad q = (b0, b1, t1, t0): s along the bottom edge, t upwards."""
-    bottom = q[0] + s * (q[1] - q[0])
-    top = q[3] + s * (q[2] - q[3])
-    return bottom + t * (top - bottom)
+def _clip(poly: np.ndarray, n: np.ndarray, k: float) -> np.ndarray:
+    """Sutherland-Hodgman: the part of a 2-D polygon where n . p >= k."""
+    out = []
+    d = poly @ n - k
+    for i in range(len(poly)):
+        j = (i + 1) % len(poly)
+        if d[i] >= 0:
+            out.append(poly[i])
+        if (d[i] >= 0) != (d[j] >= 0):
+            out.append(poly[i] + (poly[j] - poly[i]) * (d[i] / (d[i] - d[j])))
+    return np.array(out).reshape(-1, 2)
 
 
-def _window(q: np.ndarray, s0: float, s1: float, t0: float, t1: float, normal: np.ndarray,
-            slant: float = 0.0) -> Face:
-    pts = [_quad_point(q, s0 + slant, t0), _quad_point(q, s1, t0),
-           _quad_point(q, s1, t1), _quad_point(q, s0, t1)]
-    return _decal(np.array(pts), GLASS, tuple(normal))
+def _inset(poly: np.ndarray, margin: float) -> np.ndarray:
+    """Shrink a convex counter-clockwise polygon by ``margin``."""
+    out = poly
+    for a, b in zip(poly, np.roll(poly, -1, axis=0)):
+        e = b - a
+        n = np.array([-e[1], e[0]]) / (np.linalg.norm(e) + 1e-12)  # inward (left) normal
+        out = _clip(out, n, float(n @ a) + margin)
+    return out
+
+
+def _side_windows(c: CarParams, cab: _Cabin, s: int) -> list[Face]:
+    """Front and rear side windows, split by the B-pillar, above the belt line."""
+    glass = _clip(_inset(cab.prof, 0.06), np.array([0.0, 1.0]), c.body_top + 0.05)
+    x_b = cab.prof[0, 0] + 0.52 * (cab.prof[-1, 0] - cab.prof[0, 0])
+    out = []
+    for sign in (1.0, -1.0):  # front pane keeps x >= x_b + 0.04, rear pane x <= x_b - 0.04
+        pane = _clip(glass, np.array([sign, 0.0]), sign * x_b + 0.04)
+        if len(pane) >= 3:
+            y = s * cab.half_width(pane[:, 1])
+            pts = np.stack([pane[:, 0], y, pane[:, 1]], axis=1)
+            out.append(_oriented(pts + np.array([0, s * 0.004, 0]), GLASS,
+                                 np.array([pane[:, 0].mean(), 0.0, pane[:, 1].mean()])))
+    return out
+
+
+def _band_glass(c: CarParams, cab: _Cabin, a: np.ndarray, b: np.ndarray,
+                normal: np.ndarray) -> Face:
+    """Windshield / rear window: the band from a to b above the belt, minus the pillars."""
+    t0 = np.clip((c.body_top + 0.04 - a[1]) / (b[1] - a[1]), 0, 1)
+    p0, p1 = a + t0 * (b - a), a + 0.93 * (b - a)
+    w0, w1 = cab.half_width(p0[1]) - 0.07, cab.half_width(p1[1]) - 0.07
+    pts = np.array([(p0[0], w0, p0[1]), (p0[0], -w0, p0[1]),
+                    (p1[0], -w1, p1[1]), (p1[0], w1, p1[1])])
+    return _decal(pts, GLASS, tuple(normal))
 
 
 def _cabin(c: CarParams) -> list[Face]:
-    v, zb, zt = _cabin_box(c)
-    faces = _solid(v, [[4, 5, 6, 7], [0, 1, 5, 4], [2, 3, 7, 6], [0, 3, 7, 4], [1, 2, 6, 5]],
-                   PAINT)
-    t0 = (c.body_top + 0.05 - zb) / (zt - zb)
-    front, rear, left, right = faces[1], faces[2], faces[3], faces[4]
+    cab = _cabin_shape(c)
+    faces = _loft(cab.prof, cab.half_width, PAINT)
     out = list(faces)
-    out.append(_window(v[[1, 0, 4, 5]], 0.05, 0.95, t0, 0.92, front.normal))
-    out.append(_window(v[[3, 2, 6, 7]], 0.06, 0.94, t0 + 0.03, 0.9, rear.normal))
-    for side, quad in ((left, v[[0, 3, 7, 4]]), (right, v[[1, 2, 6, 5]])):
-        out.append(_window(quad, 0.03, 0.47, t0, 0.9, side.normal, slant=0.05))
-        out.append(_window(quad, 0.53, 0.95, t0, 0.9, side.normal, slant=0.0))
-    return out
+    out.append(_band_glass(c, cab, cab.prof[0], cab.prof[1], faces[2].normal))
+    out.append(_band_glass(c, cab, cab.prof[5], cab.prof[4], faces[6].normal))
+    return out + _side_windows(c, cab, 1) + _side_windows(c, cab, -1)
 
 
 def _circle(cx: float, cz: float, r: float, y: float, n: int = 20,
@@ -242,8 +292,8 @@ def _rim(c: CarParams, x: float, y: float, s: int) -> list[Face]:
 
 
 def _wheel(c: CarParams, x: float, s: int) -> list[Face]:
-    """A tyre (20-sided cylinder across y) with a spoked rim on its outer face."""
-    r, n = c.wheel_radius, 20
+    """A tyre (18-sided cylinder across y) with a spoked rim on its outer face."""
+    r, n = c.wheel_radius, 18
     yo, yi = s * (c.width / 2 + 0.012), s * (c.width / 2 - c.tire_width)
     outer, inner = _circle(x, r, r, yo, n), _circle(x, r, r, yi, n)
     verts = np.vstack([outer, inner])
@@ -257,61 +307,84 @@ def _wheel(c: CarParams, x: float, s: int) -> list[Face]:
 
 def _mirror(c: CarParams, s: int) -> list[Face]:
     """A mirror head beyond the body side, held by a thin stalk from the cabin."""
-    v, _, _ = _cabin_box(c)
-    x, z, w = v[0, 0] - 0.16, c.body_top + 0.03, c.width / 2
-    head = _box((x - 0.09, min(s * (w - 0.03), s * (w + c.mirror_ext)), z),
-                (x, max(s * (w - 0.03), s * (w + c.mirror_ext)), z + 0.12), PAINT)
-    y0, y1 = sorted((s * (0.45 * c.width - 0.03), s * (w - 0.02)))
+    cab = _cabin_shape(c)
+    x, z, w = cab.prof[0, 0] - 0.14, c.body_top + 0.03, c.width / 2
+    head_y = sorted((s * (w - 0.03), s * (w + c.mirror_ext)))
+    head = _box((x - 0.10, head_y[0], z), (x, head_y[1], z + 0.13), PAINT)
+    y0, y1 = sorted((s * (cab.wb - 0.05), s * (w - 0.02)))
     stalk = _box((x - 0.06, y0, z + 0.02), (x - 0.03, y1, z + 0.05), DARK)
     return head + stalk
-
-
-def _lights(c: CarParams) -> list[Face]:
-    h, w, z0 = c.length / 2, c.width / 2, c.clearance
-    hf, ht = c.body_top - c.hood_drop - 0.10, c.body_top - 0.08
-    out = []
-    for s in (1, -1):
-        ys = (s * (w - 0.07), s * (w - 0.40))
-        out.append(_decal(_rect_x(h, ys, (hf - 0.15, hf - 0.02)), HEADLIGHT, (1, 0, 0)))
-        out.append(_decal(_rect_x(-h, ys, (ht - 0.17, ht - 0.03)), TAILLIGHT, (-1, 0, 0)))
-    out.append(_decal(_rect_x(h, (-0.3, 0.3), (hf - 0.16, hf - 0.03)), DARK, (1, 0, 0)))
-    out.append(_decal(_rect_x(h, (-0.55, 0.55), (z0 + 0.16, z0 + 0.30)), DARK, (1, 0, 0)))
-    out.append(_decal(_rect_x(-h, (-0.26, 0.26), (z0 + 0.26, z0 + 0.37)), PLATE, (-1, 0, 0)))
-    return out
 
 
 def _rect_x(x: float, ys: tuple[float, float], zs: tuple[float, float]) -> np.ndarray:
     return np.array([(x, ys[0], zs[0]), (x, ys[1], zs[0]), (x, ys[1], zs[1]), (x, ys[0], zs[1])])
 
 
-def _seams(c: CarParams) -> list[Face]:
-    """Door gaps: thin dark strips on both body sides."""
-    v, _, _ = _cabin_box(c)
-    cf, cr, w = v[0, 0], v[3, 0], c.width / 2
+def _lights(c: CarParams) -> list[Face]:
+    """Headlights, grille and air intake in front; tail lights and the plate at the back."""
+    h, w, z0 = c.length / 2, c.width / 2, c.clearance
+    hf, ht = c.body_top - c.hood_drop - 0.14, c.body_top - 0.14  # tops of the flat faces
     out = []
     for s in (1, -1):
-        for x in (cf - 0.05, cf + 0.47 * (cr - cf)):
+        ys = (s * (w - 0.08), s * (w - 0.40))
+        out.append(_decal(_rect_x(h, ys, (hf - 0.14, hf - 0.02)), HEADLIGHT, (1, 0, 0)))
+        out.append(_decal(_rect_x(-h, ys, (ht - 0.16, ht - 0.03)), TAILLIGHT, (-1, 0, 0)))
+    out.append(_decal(_rect_x(h, (-0.3, 0.3), (hf - 0.15, hf - 0.03)), DARK, (1, 0, 0)))
+    out.append(_decal(_rect_x(h, (-0.45, 0.45), (z0 + 0.22, z0 + 0.31)), DARK, (1, 0, 0)))
+    out.append(_decal(_rect_x(-h, (-0.26, 0.26), (z0 + 0.24, z0 + 0.35)), PLATE, (-1, 0, 0)))
+    return out
+
+
+def _seams(c: CarParams) -> list[Face]:
+    """Door gaps: thin dark strips on both body sides."""
+    cab = _cabin_shape(c)
+    cf, cr, w = cab.prof[0, 0], cab.prof[-1, 0], c.width / 2
+    arch = c.wheelbase / 2 - 1.2 * c.wheel_radius  # keep the gaps clear of the wheel arches
+    xs = (min(cf - 0.02, arch), float(np.clip(cf + 0.52 * (cr - cf), -arch, arch)))
+    out = []
+    for s in (1, -1):
+        for x in xs:
             pts = [(x, s * w, c.clearance + 0.1), (x + 0.012, s * w, c.clearance + 0.1),
                    (x + 0.012, s * w, c.body_top - 0.03), (x, s * w, c.body_top - 0.03)]
             out.append(_decal(np.array(pts), DARK, (0, s, 0), 0.002))
     return out
 
 
-@functools.lru_cache(maxsize=16)
-def _car_faces(c: CarParams) -> tuple[Face, ...]:
+def _car_faces(c: CarParams) -> list[Face]:
     faces = _body(c) + _cabin(c) + _lights(c) + _seams(c)
     for s in (1, -1):
         faces += _mirror(c, s)
         for x in (c.wheelbase / 2, -c.wheelbase / 2):
             faces += _wheel(c, x, s)
-    return tuple(faces)
+    return faces
 
 
 def _antenna(c: CarParams) -> tuple[np.ndarray, np.ndarray]:
-    v, _, zt = _cabin_box(c)
-    base = np.array([v[6, 0] + 0.15, 0.0, zt])
+    """A whip antenna leaning back from the rear of the roof."""
+    cab = _cabin_shape(c)
+    base = np.array([cab.prof[4, 0] + 0.12, 0.0, cab.zt - 0.03])
     t = np.radians(c.antenna_tilt)
     return base, base + c.antenna_len * np.array([-np.sin(t), 0.0, np.cos(t)])
+
+
+class _Mesh(NamedTuple):
+    """All faces of a car flattened for vectorised transforms; the last is the antenna."""
+
+    pts: np.ndarray     # (V, 3) the faces' vertices, face after face
+    start: np.ndarray   # (F + 1,) face i owns pts[start[i]:start[i + 1]]
+    normal: np.ndarray  # (F, 3)
+    centre: np.ndarray  # (F, 3)
+    mat: np.ndarray     # (F,)
+
+
+@functools.lru_cache(maxsize=16)
+def _car_mesh(c: CarParams) -> _Mesh:
+    faces = _car_faces(c)
+    faces.append(Face(np.stack(_antenna(c)), DARK, np.array([0.0, 0.0, 1.0])))
+    start = np.cumsum([0] + [len(f.pts) for f in faces])
+    return _Mesh(np.concatenate([f.pts for f in faces]), start,
+                 np.array([f.normal for f in faces]), np.array([f.pts.mean(0) for f in faces]),
+                 np.array([f.mat for f in faces]))
 
 
 # ----------------------------------------------------------------------------- raster
@@ -383,9 +456,8 @@ class _Raster:
         ray_z = (c.fwd[2] - c.up[2] * ys).astype(np.float32)[:, None]
         return np.float32(c.pos[2]) + ray_z / np.maximum(self.inv[crop], np.float32(1e-6))
 
-    def polygon(self, p: np.ndarray, normal: np.ndarray, idx: int) -> None:
-        """Fill a planar world polygon; depth and height are exact per pixel."""
-        uv, _ = _project(self.cam, p)
+    def polygon(self, uv: np.ndarray, p0: np.ndarray, normal: np.ndarray, idx: int) -> None:
+        """Fill a planar polygon (projected ``uv``, through ``p0``); exact depth per pixel."""
         box = self._bbox(uv)
         if box is None:
             return
@@ -397,12 +469,11 @@ class _Raster:
         gx, gy = self._grid(box)
         nf, nr, nu = (np.float32(normal @ v) for v in (c.fwd, c.right, c.up))
         ray_n = nf + nr * gx - nu * gy                                    # n . ray
-        inv = ray_n * np.float32(1 / float(normal @ (p[0] - c.pos)))      # 1 / depth
+        inv = ray_n * np.float32(1 / float(normal @ (p0 - c.pos)))        # 1 / depth
         self._write(box, cover, inv, idx)
 
-    def line(self, a: np.ndarray, b: np.ndarray, thickness: int, idx: int) -> None:
-        """A thick segment (the antenna); depth interpolated along it."""
-        uv, z = _project(self.cam, np.stack([a, b]))
+    def line(self, uv: np.ndarray, depth: np.ndarray, thickness: int, idx: int) -> None:
+        """A thick segment (the antenna); inverse depth interpolated along it."""
         box = self._bbox(uv, pad=thickness)
         if box is None:
             return
@@ -414,7 +485,7 @@ class _Raster:
         gy = np.arange(y0, y1, dtype=np.float32)[:, None] - uv[0, 1]
         d = uv[1] - uv[0]
         t = np.clip((gx * d[0] + gy * d[1]) / max(float(d @ d), 1e-6), 0, 1)
-        inv = ((1 - t) / z[0] + t / z[1]).astype(np.float32)
+        inv = ((1 - t) / depth[0] + t / depth[1]).astype(np.float32)
         self._write(box, cover, inv, idx)
 
 
@@ -441,29 +512,30 @@ def _studio(backdrop: float, cam: _Camera, h: int, w: int) -> np.ndarray:
 def _shadow(car: CarParams, cam: _Camera, yaw: np.ndarray, h: int, w: int) -> np.ndarray:
     """Darkening factor (H, W) of the floor under the car: wide penumbra + dark core."""
     q = 2  # work at half resolution; it is blurred anyway
-    out = np.zeros((h // q + 1, w // q + 1), np.float32)
+    hq, wq = -(-h // q), -(-w // q)
+    out = np.zeros((hq, wq), np.float32)
     scale = cam.focal / q / _CAM_DIST
-    for grow, sigma, strength in ((0.25, 0.30, 0.30), (-0.05, 0.08, 0.35)):
+    for grow, sigma, strength in ((0.3, 0.35, 0.25), (0.0, 0.10, 0.40), (-0.2, 0.05, 0.30)):
         lx, ly = car.length / 2 + grow, car.width / 2 + grow
         corners = np.array([(lx, ly, 0), (-lx, ly, 0), (-lx, -ly, 0), (lx, -ly, 0)]) @ yaw.T
         uv, _ = _project(cam, corners)
         layer = np.zeros_like(out)
-        cv2.fillPoly(layer, [np.round(uv / q * 16).astype(np.int32)], strength,
-                     cv2.LINE_AA, shift=4)
+        cv2.fillPoly(layer, [np.round((uv + 0.5) / q * 16 - 8).astype(np.int32)], strength,
+                     cv2.LINE_8, shift=4)
         out += cv2.GaussianBlur(layer, (0, 0), max(sigma * scale, 0.5))
-    return cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+    full = cv2.resize(np.minimum(out, 0.85), (wq * q, hq * q), interpolation=cv2.INTER_LINEAR)
+    return full[:h, :w]
 
 
-def _face_terms(car: CarParams, faces: list[Face], yaw: np.ndarray,
+def _face_terms(car: CarParams, mesh: _Mesh, yaw: np.ndarray,
                 cam: _Camera) -> tuple[np.ndarray, ...]:
-    """Per face: diffuse colour (F, 3), specular (F, 3), painted flag, side flag, glass flag."""
-    n = np.array([f.normal for f in faces]) @ yaw.T           # (F, 3) world normals
-    centre = np.array([f.pts.mean(axis=0) for f in faces]) @ yaw.T
-    view = cam.pos - centre
+    """Per face: diffuse colour (F, 3), specular (F,), painted, side and glass flags (F,)."""
+    n = mesh.normal @ yaw.T                                    # (F, 3) world normals
+    view = cam.pos - mesh.centre @ yaw.T
     view /= np.linalg.norm(view, axis=1, keepdims=True)
     lit = 0.36 + 0.42 * np.maximum(n @ _LIGHT, 0) + 0.22 * np.maximum((n * view).sum(1), 0)
     refl = 2 * (n @ _LIGHT)[:, None] * n - _LIGHT
-    mats = np.array([f.mat for f in faces])
+    mats = mesh.mat
     spec = _MAT_SPEC[mats] * np.maximum((refl * view).sum(1), 0) ** 12
     base = _MAT_RGB.copy()
     base[PAINT] = car.color
@@ -474,10 +546,10 @@ def _face_terms(car: CarParams, faces: list[Face], yaw: np.ndarray,
     return tuple(a.astype(np.float32) for a in (diffuse, 255 * spec, paint, side, glass))
 
 
-def _shade(car: CarParams, faces: list[Face], r: _Raster, yaw: np.ndarray,
+def _shade(car: CarParams, mesh: _Mesh, r: _Raster, yaw: np.ndarray,
            crop: tuple[slice, slice]) -> np.ndarray:
     """Colour (h, w, 3) float32 of the raster inside ``crop``; zero where no car is seen."""
-    diffuse, spec, paint, side, glass = _face_terms(car, faces, yaw, r.cam)
+    diffuse, spec, paint, side, glass = _face_terms(car, mesh, yaw, r.cam)
     fid = r.fid[crop]
     hit = fid >= 0
     fi = np.where(hit, fid, 0)
@@ -502,22 +574,22 @@ def _yaw_matrix(deg: float) -> np.ndarray:
     return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
 
 
-def _rasterise(car: CarParams, faces: list[Face], yaw: np.ndarray, h: int, w: int) -> _Raster:
-    """Z-buffer all front-facing faces, then the antenna (appended to ``faces``)."""
+def _rasterise(mesh: _Mesh, yaw: np.ndarray, h: int, w: int) -> _Raster:
+    """Z-buffer every face turned towards the camera, then the antenna (the last face)."""
     cam = _camera(h, w)
     raster = _Raster(cam, h, w)
-    for i, face in enumerate(faces):
-        n = yaw @ face.normal
-        p = face.pts @ yaw.T
-        if n @ (cam.pos - p[0]) > 0:  # back faces are never seen
-            raster.polygon(p, n, i)
-    a0, a1 = _antenna(car)
-    faces.append(Face(np.stack([a0, a1]), DARK, np.array([0.0, 0.0, 1.0])))
-    raster.line(yaw @ a0, yaw @ a1, max(3, round(0.004 * raster.w)), len(faces) - 1)
+    pts, normal = mesh.pts @ yaw.T, mesh.normal @ yaw.T        # world, (V, 3) and (F, 3)
+    uv, depth = _project(cam, pts)
+    first = pts[mesh.start[:-1]]
+    facing = np.einsum("ij,ij->i", normal, cam.pos - first) > 0  # back faces are never seen
+    for i in np.flatnonzero(facing[:-1]):
+        raster.polygon(uv[mesh.start[i]:mesh.start[i + 1]], first[i], normal[i], int(i))
+    a = mesh.start[-2]
+    raster.line(uv[a:a + 2], depth[a:a + 2], max(3, round(0.004 * w)), len(mesh.mat) - 1)
     return raster
 
 
-def _downsample(car: CarParams, faces: list[Face], r: _Raster,
+def _downsample(car: CarParams, mesh: _Mesh, r: _Raster,
                 yaw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Anti-aliased car colour (premultiplied) and coverage at output resolution."""
     k = SUPERSAMPLE
@@ -529,7 +601,7 @@ def _downsample(car: CarParams, faces: list[Face], r: _Raster,
         return rgb, cover
     small = np.s_[crop[0].start // k:crop[0].stop // k, crop[1].start // k:crop[1].stop // k]
     size = (cw // k, ch // k)
-    rgb[small] = cv2.resize(_shade(car, faces, r, yaw, crop), size, interpolation=cv2.INTER_AREA)
+    rgb[small] = cv2.resize(_shade(car, mesh, r, yaw, crop), size, interpolation=cv2.INTER_AREA)
     hit = (r.fid[crop] >= 0).astype(np.float32)
     cover[small] = cv2.resize(hit, size, interpolation=cv2.INTER_AREA)
     return rgb, cover
@@ -553,14 +625,134 @@ def render_view(car: CarParams, view: int, size: tuple[int, int],
     h, w = size
     yaw_deg = (view - 1) * 360.0 / VIEWS if yaw_deg is None else float(yaw_deg)
     yaw = _yaw_matrix(yaw_deg)
-    faces = list(_car_faces(car))
-    raster = _rasterise(car, faces, yaw, h * SUPERSAMPLE, w * SUPERSAMPLE)
-    rgb, cover = _downsample(car, faces, raster, yaw)
+    mesh = _car_mesh(car)
+    raster = _rasterise(mesh, yaw, h * SUPERSAMPLE, w * SUPERSAMPLE)
+    rgb, cover = _downsample(car, mesh, raster, yaw)
     shadow = _shadow(car, _camera(h, w), yaw, h, w)
     img = _studio_cached(car.backdrop, h, w) * (1 - shadow * (1 - cover))[..., None]
     img *= (1 - cover)[..., None]
     img += rgb
-    rng = np.random.default_rng([car.noise_seed, view, int(round(yaw_deg * 1000)) % 2**31])
+    rng = np.random.default_rng([car.noise_seed, view % 2**31, round(yaw_deg * 1000) % 2**31])
     img += 7.6 * (rng.random(img.shape, dtype=np.float32) - 0.5)  # sensor noise, sd 2.2
     mask = np.where(cover >= 0.5, 255, 0).astype(np.uint8)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), mask
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+def car_id(seed: int, index: int) -> str:
+    """The 12-hex-digit id of car ``index`` of the dataset made with ``seed``."""
+    return hashlib.blake2b(f"lkmseg-synth:{seed}:{index}".encode(), digest_size=6).hexdigest()
+
+
+def car_of(seed: int, index: int) -> CarParams:
+    """Car ``index`` of the dataset made with ``seed`` (independent of the other cars)."""
+    return random_car(np.random.default_rng([seed, index]))
+
+
+def _save_pair(img: np.ndarray, mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise OSError(f"cannot encode {image_path.name}")
+    image_path.write_bytes(jpg.tobytes())
+    Image.fromarray(mask, mode="L").save(mask_path, format="GIF")
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]synthetic cars"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def _generate(root: Path, cars: int, views: int, size: tuple[int, int], seed: int,
+              progress: bool) -> None:
+    (root / "train").mkdir(parents=True)
+    (root / "train_masks").mkdir()
+    with _progress(progress) as bar:
+        task = bar.add_task("render", total=cars * views)
+        for i in range(cars):
+            car, cid = car_of(seed, i), car_id(seed, i)
+            for v in range(1, views + 1):
+                img, mask = render_view(car, v, size, yaw_deg=(v - 1) * 360.0 / views)
+                _save_pair(img, mask, root / "train" / f"{cid}_{v:02d}.jpg",
+                           root / "train_masks" / f"{cid}_{v:02d}_mask.gif")
+                bar.advance(task)
+
+
+def _check_args(cars: int, views: int, size: tuple[int, int]) -> None:
+    if cars < 1 or not 1 <= views <= 99:
+        raise UserError(f"synthetic data needs cars >= 1 and 1 <= views <= 99 "
+                        f"(got cars={cars}, views={views})")
+    if min(size) < 16:
+        raise UserError(f"synthetic image size {size[0]}x{size[1]} is too small; use >= 16x16")
+
+
+def write_synthetic(out: Path, cars: int = 12, views: int = 16,
+                    size: tuple[int, int] = (320, 480), seed: int = 0,
+                    progress: bool = True) -> Path:
+    """Write ``cars`` x ``views`` images (``size`` = (height, width)) in the Carvana layout.
+
+    ``out/train/<id>_<NN>.jpg`` (JPEG quality 92) and ``out/train_masks/<id>_<NN>_mask.gif``
+    (0/255). Everything is written into a hidden sibling folder that is renamed to ``out``
+    at the end, so an interrupted run never leaves half a dataset. ``out`` must not exist
+    (an empty folder is fine). Same arguments, byte-identical files.
+    """
+    out = Path(out)
+    _check_args(cars, views, size)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} already exists; remove it or choose another folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}; choose another folder") from e
+    try:
+        _generate(tmp, cars, views, size, seed, progress)
+        os.replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if out.is_dir() and any(out.iterdir()):  # someone else wrote ``out`` meanwhile
+            raise UserError(f"{out} already exists; remove it or choose another folder") from e
+        raise UserError(f"cannot write {out}: {e.strerror or e}; choose another folder") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _complete(root: Path, cars: int, views: int) -> bool:
+    n = cars * views
+    return (len(list((root / "train").glob("*.jpg"))) == n
+            and len(list((root / "train_masks").glob("*_mask.gif"))) == n)
+
+
+def dataset_name(cars: int = 12, views: int = 16, size: tuple[int, int] = (320, 480),
+                 seed: int = 0) -> str:
+    """Cache folder name; it changes whenever the generator's output would."""
+    return f"synth-v{GENERATOR_VERSION}-c{cars}-v{views}-{size[0]}x{size[1]}-s{seed}"
+
+
+def default_dataset(cache_dir: Path | None = None, *, cars: int = 12, views: int = 16,
+                    size: tuple[int, int] = (320, 480), seed: int = 0,
+                    progress: bool = True) -> Path:
+    """The embedded dataset used when no data is given: generated once, then reused.
+
+    Lives in ``cache_dir`` or ``$LKMSEG_CACHE`` or ``~/.cache/lkmseg``. Two processes
+    may generate it at once: each writes its own temporary folder; the first rename wins
+    and the other copy is discarded.
+    """
+    root = Path(cache_dir or os.environ.get("LKMSEG_CACHE") or Path.home() / ".cache" / "lkmseg")
+    target = root / dataset_name(cars, views, size, seed)
+    if target.is_dir() and _complete(target, cars, views):
+        return target
+    if target.exists():  # damaged (files deleted by hand): move it aside, then rebuild
+        stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+        os.replace(target, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        return write_synthetic(target, cars, views, size, seed, progress)
+    except UserError:
+        if target.is_dir() and _complete(target, cars, views):
+            return target  # another process finished first
+        raise

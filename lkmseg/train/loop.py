@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import platform
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,12 @@ class Trainer:
         self.tlog = CsvLog(run_dir / "train_log.csv", TRAIN_FIELDS, keep) if rt.is_main else None
         self.vlog = CsvLog(run_dir / "val_log.csv", VAL_FIELDS, keep) if rt.is_main else None
 
+    def warn(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[yellow]warning: {msg}[/]")
+        else:
+            print(f"warning: {msg}", file=sys.stderr)
+
     def _load_state(self) -> None:
         st = ckpt.load_state(self.run_dir)
         try:
@@ -239,8 +246,7 @@ class Trainer:
             self.state.bad_steps += 1
             self.state.skipped_steps += 1
             if rt.is_main:
-                self.console.print(f"[yellow]warning: non-finite loss at step {self.state.step}; "
-                                   "step skipped[/]")
+                self.warn(f"non-finite loss at step {self.state.step}; step skipped")
             if self.state.bad_steps >= MAX_BAD_STEPS:
                 self.checkpoint()
                 raise UserError(f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row "

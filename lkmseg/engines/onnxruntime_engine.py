@@ -1,0 +1,216 @@
+"""ONNX Runtime: CPU, CUDA or TensorRT execution providers, session options set for speed.
+
+CPU: all graph optimizations (including the NCHWc layout transform that makes MLAS convolutions
+fast), one intra-op thread per physical core, sequential execution. GPU: inputs and outputs
+go through IO binding, so a CUDA torch tensor is consumed in place.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lkmseg.engines.base import Engine, to_numpy
+from lkmseg.engines.source import ModelSource
+from lkmseg.errors import UserError
+
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT, "trt": TRT}
+GPU_HINT = ("pip install 'lkmseg[gpu]' (it replaces onnxruntime by onnxruntime-gpu; "
+            "never install both)")
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads do not help MLAS convolutions)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    try:
+        import psutil
+
+        phys = psutil.cpu_count(logical=False) or allowed
+    except ImportError:
+        phys = allowed
+    return max(1, min(allowed, phys))
+
+
+def session_options(threads: int | None = None, spinning: bool = True) -> Any:
+    """SessionOptions tuned for latency; ``spinning=False`` when other threads share the CPU."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads or physical_cores()
+    so.inter_op_num_threads = 1
+    so.enable_mem_pattern = True
+    so.enable_cpu_mem_arena = True
+    so.log_severity_level = 3  # errors only
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return so
+
+
+@functools.lru_cache(maxsize=None)
+def provider_works(provider: str) -> tuple[bool, str]:
+    """Whether ``provider`` is compiled in *and* loads (its CUDA/TensorRT libraries exist)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False, "onnxruntime is not installed: pip install onnxruntime"
+    if provider not in ort.get_available_providers():
+        if provider == CPU:
+            return False, "this onnxruntime build has no CPU provider"
+        return False, f"this onnxruntime build has no {provider}: {GPU_HINT}"
+    if provider == CPU:
+        return True, "onnxruntime CPU"
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    probe.ir_version = min(probe.ir_version, onnx.IR_VERSION)
+    so = ort.SessionOptions()
+    so.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=[provider, CPU])
+    except Exception as e:  # noqa: BLE001 — provider load failures have no common type
+        return False, f"{provider} failed to load ({type(e).__name__}); check CUDA/cuDNN libraries"
+    if provider not in sess.get_providers():
+        return False, (f"{provider} is built in but did not load (missing CUDA/cuDNN"
+                       f"{'/TensorRT' if provider == TRT else ''} libraries or no GPU)")
+    return True, f"onnxruntime {provider}"
+
+
+def resolve_providers(device: str = "auto", providers: str | list | None = None,
+                      fp16: bool = False, cache_dir: Path | None = None) -> list:
+    """The provider list for a session; raise UserError when a named one cannot run here."""
+    if providers not in (None, "auto"):
+        names = [providers] if isinstance(providers, str) else list(providers)
+        names = [PROVIDER_ALIASES.get(n.lower(), n) for n in names]
+    elif device == "cpu":
+        names = [CPU]
+    elif device in ("cuda", "gpu"):
+        names = [CUDA]
+    elif device == "auto":
+        names = [CUDA] if provider_works(CUDA)[0] else [CPU]
+    else:
+        raise UserError(f"unknown device '{device}': choose cpu, cuda or auto")
+    out: list = []
+    for name in names:
+        ok, why = provider_works(name)
+        if not ok:
+            raise UserError(f"onnxruntime: {why}")
+        if name == TRT:
+            opts = {"trt_fp16_enable": fp16, "trt_engine_cache_enable": cache_dir is not None}
+            if cache_dir is not None:
+                opts["trt_engine_cache_path"] = str(cache_dir)
+                opts["trt_timing_cache_enable"] = True
+                opts["trt_timing_cache_path"] = str(cache_dir)
+            out.append((TRT, opts))
+        elif name == CUDA:
+            out.append((CUDA, {"cudnn_conv_algo_search": "EXHAUSTIVE"}))
+        else:
+            out.append(name)
+    if TRT in names and CUDA not in names:
+        out.append((CUDA, {}))
+    if CPU not in names:
+        out.append(CPU)
+    return out
+
+
+class OnnxRuntimeEngine(Engine):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "auto",
+                 providers: str | list | None = None, threads: int | None = None,
+                 spinning: bool = True) -> None:
+        import onnxruntime as ort
+
+        from lkmseg.export.onnx_export import (config_from_metadata, load_onnx,
+                                               read_metadata)
+
+        super().__init__()
+        self.path = Path(path)
+        proto = load_onnx(self.path)
+        meta = read_metadata(self.path, proto)
+        self.config = config_from_metadata(meta, self.path)
+        self.precision = meta.get("precision", "fp32")
+        provs = resolve_providers(device, providers, fp16=self.precision == "fp16",
+                                  cache_dir=self.path.parent / "ort_trt_cache")
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(),
+                                                session_options(threads, spinning),
+                                                providers=provs)
+        except Exception as e:  # noqa: BLE001 — onnxruntime raises its own Fail/Invalid* types
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"{self.path}: onnxruntime cannot load this model "
+                            f"({type(e).__name__}: {first}); re-export it") from e
+        del proto
+        self.threads = threads or physical_cores()
+        self.provider = self.session.get_providers()[0]
+        self.device = "cpu" if self.provider == CPU else "cuda"
+        self.detail = self.provider.replace("ExecutionProvider", "")
+        if self.device == "cpu":
+            self.detail += f", {self.threads} threads"
+        self._in = self.session.get_inputs()[0].name
+        self._out = self.session.get_outputs()[0].name
+
+    @classmethod
+    def from_source(cls, src: ModelSource, precision: str = "fp32", device: str = "auto",
+                    **kw: Any) -> OnnxRuntimeEngine:
+        path = src.onnx.get(precision)
+        if path is None:
+            have = ", ".join(src.onnx) or "none"
+            fix = ("export it with `lkmseg export RUN`" if src.run_dir else
+                   f"pass the {precision} .onnx file instead")
+            raise UserError(f"{src.path}: no {precision} ONNX model (have: {have}); {fix}")
+        return cls(path, device=device, **kw)
+
+    @classmethod
+    def available(cls, precision: str = "fp32", device: str = "auto") -> tuple[bool, str]:
+        if precision not in ("fp32", "fp16"):
+            return False, f"no {precision} ONNX export; use fp32 or fp16"
+        if device in ("cuda", "gpu"):
+            return provider_works(CUDA)
+        if device == "tensorrt":
+            return provider_works(TRT)
+        if device == "auto" and provider_works(CUDA)[0]:
+            return True, "onnxruntime CUDA"
+        ok, why = provider_works(CPU)
+        if ok and precision == "fp16":
+            why += " (fp16 runs through fp32 casts on CPU: parity only, not faster)"
+        return ok, why
+
+    def _run(self, x: Any) -> np.ndarray:
+        if self.device == "cpu":
+            return self.session.run([self._out], {self._in: to_numpy(x)})[0]
+        return self._run_bound(x)
+
+    def _run_bound(self, x: Any) -> np.ndarray:
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        is_cuda_tensor = getattr(x, "is_cuda", False)
+        if is_cuda_tensor:
+            import torch
+
+            x = x.contiguous()
+            torch.cuda.current_stream(x.device).synchronize()  # ORT runs on its own stream
+            binding.bind_input(self._in, "cuda", x.device.index or 0, np.float32,
+                               tuple(x.shape), x.data_ptr())
+        else:
+            binding.bind_ortvalue_input(self._in, ort.OrtValue.ortvalue_from_numpy(
+                to_numpy(x), "cuda", 0))
+        binding.bind_output(self._out, "cuda", 0)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def close(self) -> None:
+        self.session = None

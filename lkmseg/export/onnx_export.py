@@ -1,0 +1,218 @@
+"""PyTorch -> ONNX (fp32) with the dynamo exporter, and ONNX fp32 -> fp16 (fp32 I/O).
+
+Every exported file is self-contained (no external data), simplified with onnxslim, checked
+with ``onnx.checker`` and tagged with metadata (``lkmseg_export=1``, block, kernel, training
+size, normalization, threshold, versions, the run config) from which engines rebuild the
+pre/post-processing without the run folder.
+
+The U-Net pads its input to a multiple of 2**depth inside ``forward`` and crops the logits
+back; torch.export traces that with symbolic sizes (Mod/Pad/Slice in the graph), so one
+ONNX file serves any batch, height and width.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lkmseg import __version__
+from lkmseg.config import RunConfig
+from lkmseg.errors import UserError
+from lkmseg.fsutil import write_bytes
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+MARKER = "lkmseg_export"
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+MIN_OPSET = 18  # the dynamo exporter's lowest supported opset
+MAX_SIDE, MAX_BATCH = 16384, 4096
+
+
+def build_metadata(cfg: RunConfig, precision: str, dynamic: bool, opset: int) -> dict[str, str]:
+    """The metadata_props stored in every exported ONNX file (all values are strings)."""
+    import torch
+
+    spec = cfg.model.spec
+    run = cfg.to_dict()
+    run["data"] = {k: v for k, v in run.get("data", {}).items() if k != "val_items"}
+    return {
+        MARKER: "1",
+        "lkmseg_version": __version__,
+        "torch_version": torch.__version__,
+        "opset": str(opset),
+        "precision": precision,
+        "dynamic": "1" if dynamic else "0",
+        "block": spec.name,
+        "family": spec.family,
+        "kernel": str(spec.kernel),
+        "width": str(cfg.model.width),
+        "depth": str(cfg.model.depth),
+        "size": json.dumps(list(cfg.size)),
+        "threshold": repr(float(cfg.threshold)),
+        "normalization": json.dumps(cfg.normalization, sort_keys=True),
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "run_config": json.dumps(run, sort_keys=True),
+    }
+
+
+def set_metadata(model: onnx.ModelProto, meta: dict[str, str]) -> None:
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, v
+    model.producer_name, model.producer_version = "lkmseg", __version__
+    model.doc_string = (f"lkmseg U-Net ({meta.get('block')}, width {meta.get('width')}, "
+                        f"depth {meta.get('depth')}): image float32 (B,3,H,W) in [0,1] -> "
+                        "logits float32 (B,1,H,W)")
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file; a missing, truncated or non-ONNX file is a UserError."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: ONNX file not found; export one with `lkmseg export RUN`")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"{p}: corrupt or not an ONNX file ({type(e).__name__}); "
+                        "re-export it with `lkmseg export RUN`") from e
+    if not model.graph.node:
+        raise UserError(f"{p}: not a usable ONNX model (empty graph); "
+                        "re-export it with `lkmseg export RUN`")
+    return model
+
+
+def read_metadata(path: str | Path, model: onnx.ModelProto | None = None) -> dict[str, str]:
+    """The lkmseg metadata of an ONNX file; UserError if it is not an lkmseg export."""
+    model = model if model is not None else load_onnx(path)
+    meta = {p.key: p.value for p in model.metadata_props}
+    if meta.get(MARKER) != "1":
+        raise UserError(f"{path}: not an lkmseg export (no '{MARKER}' metadata), so its "
+                        "preprocessing is unknown; export the model with `lkmseg export RUN`")
+    return meta
+
+
+def config_from_metadata(meta: dict[str, str], where: str | Path = "model") -> RunConfig:
+    """Rebuild the RunConfig (model, size, threshold, normalization) from export metadata."""
+    try:
+        return RunConfig.from_dict(json.loads(meta["run_config"]))
+    except (KeyError, json.JSONDecodeError, UserError) as e:
+        raise UserError(f"{where}: lkmseg metadata is incomplete ({e}); "
+                        "re-export it with `lkmseg export RUN`") from e
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's progress lines and known-harmless warnings."""
+    names = ("torch.onnx", "torch.export", "torch._export", "torch.fx.experimental.symbolic_shapes",
+             "onnxscript")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
+def _dynamic_shapes(dynamic: bool):
+    if not dynamic:
+        return None
+    from torch.export import Dim
+
+    return ({0: Dim("batch", min=1, max=MAX_BATCH), 2: Dim("height", min=1, max=MAX_SIDE),
+             3: Dim("width", min=1, max=MAX_SIDE)},)
+
+
+def _name_io_dims(model: onnx.ModelProto, dynamic: bool, shape: tuple[int, ...]) -> None:
+    """Give the output the input's symbolic dims (the exporter writes a Min/Mod expression)."""
+    dims = ("batch", 1, "height", "width") if dynamic else (shape[0], 1, shape[2], shape[3])
+    for vi, d in ((model.graph.input[0], dims[:1] + (3,) + dims[2:]), (model.graph.output[0], dims)):
+        for proto_dim, value in zip(vi.type.tensor_type.shape.dim, d):
+            if isinstance(value, str):
+                proto_dim.dim_param = value
+            else:
+                proto_dim.dim_value = value
+
+
+def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
+                size: tuple[int, int] | None = None, batch: int = 1,
+                opset: int = MIN_OPSET) -> onnx.ModelProto:
+    """Export an eval-mode U-Net to a simplified, checked, tagged fp32 ONNX model (in memory).
+
+    ``size``/``batch`` give the example input (and the fixed shape when ``dynamic=False``);
+    a dynamic export accepts any batch, height and width.
+    """
+    import onnx
+    import onnxslim
+    import torch
+
+    if opset < MIN_OPSET:
+        raise UserError(f"--opset {opset}: the exporter needs opset >= {MIN_OPSET}")
+    if opset > onnx.defs.onnx_opset_version():
+        raise UserError(f"--opset {opset}: this onnx ({onnx.__version__}) knows opsets up to "
+                        f"{onnx.defs.onnx_opset_version()}; choose a lower one")
+    h, w = size or cfg.size
+    # torch.export specialises sizes 0 and 1: trace a dynamic export with batch >= 2.
+    example = torch.rand(max(batch, 2) if dynamic else batch, 3, h, w)
+    model = model.eval()
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                     dynamic_shapes=_dynamic_shapes(dynamic),
+                                     external_data=False, optimize=True, verbose=False)
+    except Exception as e:  # noqa: BLE001 — the exporter raises many internal types
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        hint = "; try --static" if dynamic else ""
+        raise UserError(f"torch.onnx export failed ({type(e).__name__}: {first}){hint}; "
+                        "if it persists, report a bug with this message") from e
+    proto = onnxslim.slim(prog.model_proto)
+    _name_io_dims(proto, dynamic, tuple(example.shape))
+    set_metadata(proto, build_metadata(cfg, "fp32", dynamic, opset))
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def convert_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 weights and compute with fp32 input/output (Cast at both ends).
+
+    Uses ONNX Runtime's maintained converter (onnxruntime.transformers.float16, the
+    onnxconverter-common code), then onnxslim to restore topological order and fold casts.
+    Resize's ``scales`` input stays fp32 as the ONNX spec requires.
+    """
+    import onnx
+    import onnxslim
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    meta = {p.key: p.value for p in fp32.metadata_props}
+    with _quiet_exporter():
+        half = convert_float_to_float16(fp32, keep_io_types=True)
+    half = onnxslim.slim(half)
+    dims = [d.dim_param or d.dim_value for d in fp32.graph.output[0].type.tensor_type.shape.dim]
+    _name_io_dims(half, meta.get("dynamic") == "1", tuple(d if isinstance(d, int) else 1
+                                                          for d in dims))
+    meta["precision"] = "fp16"
+    set_metadata(half, meta)
+    onnx.checker.check_model(half, full_check=True)
+    return half
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write atomically as one self-contained file."""
+    write_bytes(path, model.SerializeToString())
+    return Path(path)
