@@ -308,7 +308,9 @@ def _wheel(c: CarParams, x: float, s: int) -> list[Face]:
 def _mirror(c: CarParams, s: int) -> list[Face]:
     """A mirror head beyond the body side, held by a thin stalk from the cabin."""
     cab = _cabin_shape(c)
-    x, z, w = cab.prof[0, 0] - 0.14, c.body_top + 0.03, c.width / 2
+    x, w = cab.prof[0, 0] - 0.14, c.width / 2
+    top = _profile(c)[5:7]  # the hood-to-trunk line, front to back
+    z = float(np.interp(x, top[::-1, 0], top[::-1, 1])) + 0.015  # sits on the door top
     head_y = sorted((s * (w - 0.03), s * (w + c.mirror_ext)))
     head = _box((x - 0.10, head_y[0], z), (x, head_y[1], z + 0.13), PAINT)
     y0, y1 = sorted((s * (cab.wb - 0.05), s * (w - 0.02)))
@@ -548,20 +550,38 @@ def _face_terms(car: CarParams, mesh: _Mesh, yaw: np.ndarray,
 
 def _shade(car: CarParams, mesh: _Mesh, r: _Raster, yaw: np.ndarray,
            crop: tuple[slice, slice]) -> np.ndarray:
-    """Colour (h, w, 3) float32 of the raster inside ``crop``; zero where no car is seen."""
+    """Colour (h, w, 3) float32 of the raster inside ``crop``; zero where no car is seen.
+
+    Written with in-place operations: fresh large temporaries cost page faults.
+    """
     diffuse, spec, paint, side, glass = _face_terms(car, mesh, yaw, r.cam)
     fid = r.fid[crop]
-    hit = fid >= 0
-    fi = np.where(hit, fid, 0)
+    hit = (fid >= 0).astype(np.float32)
+    fi = np.maximum(fid, 0)
     hgt = r.height(crop)                                          # (h, w) world z
-    hn = np.clip((hgt - car.clearance) * np.float32(1 / (car.body_top - car.clearance)), 0, 1.3)
-    gain = (1 + np.take(paint, fi) * (0.3 * hn - 0.22)) * hit
-    shoulder = np.exp(-(((hgt - np.float32(car.body_top - 0.07)) * np.float32(1 / 0.035)) ** 2))
+    t = hgt - np.float32(car.clearance)                           # paint: darker low down
+    t *= np.float32(0.3 / (car.body_top - car.clearance))
+    np.clip(t, -0.22, 0.17, out=t)
+    gain = np.take(paint, fi)
+    gain *= t
+    gain += 1
+    gain *= hit
+    np.subtract(hgt, np.float32(car.body_top - 0.07), out=t)      # paint: shoulder highlight
+    t *= np.float32(1 / 0.035)
+    np.square(t, out=t)
+    np.exp(-t, out=t)
+    t *= np.take(side, fi)
+    extra = np.take(spec, fi)
+    extra += 60 * t
     gx = np.arange(crop[1].start, crop[1].stop, dtype=np.float32)[None, :]
     gy = np.arange(crop[0].start, crop[0].stop, dtype=np.float32)[:, None]
-    streak = np.clip(np.sin((gx + 0.6 * gy) * np.float32(2 * np.pi / (0.12 * r.w))), 0, 1) ** 2
-    extra = np.take(spec, fi)
-    extra += 60 * shoulder * np.take(side, fi) + 30 * streak * np.take(glass, fi)
+    np.add(gx, 0.6 * gy, out=t)                                   # glass: diagonal reflections
+    t *= np.float32(2 * np.pi / (0.12 * r.w))
+    np.sin(t, out=t)
+    np.clip(t, 0, 1, out=t)
+    np.square(t, out=t)
+    t *= np.take(glass, fi)
+    extra += 30 * t
     extra *= hit
     col = np.take(diffuse, fi, axis=0)
     col *= gain[..., None]
@@ -623,6 +643,8 @@ def render_view(car: CarParams, view: int, size: tuple[int, int],
     Returns the RGB image (H, W, 3) uint8 and the mask (H, W) uint8 in {0, 255}.
     """
     h, w = size
+    if yaw_deg is None and not 1 <= view <= VIEWS:
+        raise ValueError(f"view must be 1..{VIEWS} (or pass yaw_deg), got {view}")
     yaw_deg = (view - 1) * 360.0 / VIEWS if yaw_deg is None else float(yaw_deg)
     yaw = _yaw_matrix(yaw_deg)
     mesh = _car_mesh(car)
