@@ -49,6 +49,7 @@ class Engine(ABC):
     device: str = "cpu"
     config: RunConfig
     detail: str = ""  # e.g. the ONNX Runtime provider, the GPU name
+    skipped: tuple[str, ...] | list[str] = ()  # set by auto: faster engines that could not run
 
     def __init__(self) -> None:
         self.seconds = 0.0

@@ -149,6 +149,16 @@ def _name_io_dims(model: onnx.ModelProto, dynamic: bool, shape: tuple[int, ...])
                 proto_dim.dim_value = value
 
 
+def _dedupe_value_info(model: onnx.ModelProto) -> None:
+    """onnxslim (0.1.98) appends a value_info entry per pass: keep the last one per tensor."""
+    last = {vi.name: vi for vi in model.graph.value_info}
+    keep = [type(vi)() for vi in last.values()]
+    for dst, src in zip(keep, last.values()):
+        dst.CopyFrom(src)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+
+
 def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
                 size: tuple[int, int] | None = None, batch: int = 1,
                 opset: int = MIN_OPSET) -> onnx.ModelProto:
@@ -182,6 +192,7 @@ def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
         raise UserError(f"torch.onnx export failed ({type(e).__name__}: {first}){hint}; "
                         "if it persists, report a bug with this message") from e
     proto = onnxslim.slim(prog.model_proto)
+    _dedupe_value_info(proto)
     _name_io_dims(proto, dynamic, tuple(example.shape))
     set_metadata(proto, build_metadata(cfg, "fp32", dynamic, opset))
     onnx.checker.check_model(proto, full_check=True)
@@ -203,6 +214,7 @@ def convert_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
     with _quiet_exporter():
         half = convert_float_to_float16(fp32, keep_io_types=True)
     half = onnxslim.slim(half)
+    _dedupe_value_info(half)
     dims = [d.dim_param or d.dim_value for d in fp32.graph.output[0].type.tensor_type.shape.dim]
     _name_io_dims(half, meta.get("dynamic") == "1", tuple(d if isinstance(d, int) else 1
                                                           for d in dims))

@@ -1,0 +1,78 @@
+"""`lkmseg predict`: masks for an image, an image folder or a video."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _progress_factory(console):  # noqa: ANN001, ANN202
+    """A rich progress bar per run; returns (factory, stop)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    prog = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                    transient=True)
+
+    def start(total: int | None) -> Callable[[int], None]:
+        prog.start()
+        task = prog.add_task("predict", total=total)
+        return lambda n: prog.advance(task, n)
+
+    return start, prog.stop
+
+
+def predict_cmd(
+    model: Annotated[Path, typer.Argument(help="Run folder, export folder, .onnx, .engine "
+                                               "or .safetensors.")],
+    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a video "
+                                                "(.mp4 .avi .mov .mkv).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    engine: Annotated[str, typer.Option(help="auto | torch | onnxruntime | tensorrt.")] = "auto",
+    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | bf16 (torch) "
+                                                       "[engine's default].")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per engine call.")] = 4,
+    overlay: Annotated[bool, typer.Option("--overlay", help="Also write overlays.")] = False,
+    rle: Annotated[Path | None, typer.Option(help="Write a Carvana submission CSV "
+                                                  "(img,rle_mask).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Mask threshold on the sigmoid "
+                                                         "[the model's].")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Predict masks for an image, an image folder or a video.
+
+    Images: one PNG mask (0/255, original size) per image, named by its stem. Videos: a mask
+    video (and an overlay video with --overlay). --rle writes a Kaggle Carvana CSV
+    (img,rle_mask) of the full-resolution masks.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from lkmseg.predict import PredictOptions, predict
+
+    console = Console(stderr=True)
+    start, stop = _progress_factory(console) if progress else (None, lambda: None)
+    opts = PredictOptions(engine=engine, precision=precision, device=device,
+                          batch_size=batch_size, overlay=overlay, rle=rle, threshold=threshold)
+    try:
+        s = predict(model, source, out, opts, progress=start)
+    finally:
+        stop()
+    for note in s.skipped_engines:
+        console.print(f"[dim]auto skipped {escape(note)}[/]")
+    t = Table(title=escape(f"predict {s.kind} {s.source} with {s.engine}"))
+    for col in ("frames", "wall s", "end-to-end frames/s", "engine frames/s"):
+        t.add_column(col, justify="right")
+    t.add_row(str(s.frames), f"{s.seconds:.2f}", f"{s.fps:.1f}", f"{s.engine_fps:.1f}")
+    console.print(t)
+    typer.echo(f"wrote {len(s.outputs)} files to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_cmd)

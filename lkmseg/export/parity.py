@@ -1,0 +1,203 @@
+"""Parity: run an exported model and PyTorch on the same real inputs and compare.
+
+Inputs are the run's validation pairs (``config.json["data"]["val_items"]``), else the
+repository's ``samples/`` images and masks, else deterministic synthetic images (no ground
+truth). Figures per format: max/mean |Δ logit| against PyTorch fp32 on CPU, mask agreement
+(Dice between the two full-resolution masks, pooled over all images, and the worst image),
+Dice against ground truth (mean per image), and a dynamic-shape check (batch 3, odd size).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lkmseg.config import RunConfig
+from lkmseg.data.imageio import list_images, read_image, read_mask
+from lkmseg.data.transforms import logit_threshold, postprocess, preprocess
+from lkmseg.errors import UserError
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+# (max |Δ logit|, pooled mask Dice vs torch) each format must meet; None = not gated.
+THRESHOLDS = {"fp32": {"max_abs_logit": 1e-3, "mask_dice": 0.999},
+              "fp16": {"max_abs_logit": None, "mask_dice": 0.995}}
+
+
+@dataclass
+class ParitySet:
+    images: list[np.ndarray]
+    masks: list[np.ndarray | None]
+    names: list[str]
+    origin: str  # val_items | samples | synthetic
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def sizes(self) -> list[tuple[int, int]]:
+        return [im.shape[:2] for im in self.images]
+
+
+def _pairs_from_config(cfg: RunConfig) -> list[tuple[Path, Path | None]]:
+    items = cfg.data.get("val_items") or []
+    out = []
+    for it in items:
+        if isinstance(it, (list, tuple)) and it:
+            out.append((Path(it[0]), Path(it[1]) if len(it) > 1 and it[1] else None))
+    return out
+
+
+def _pairs_from_samples(folder: Path) -> list[tuple[Path, Path | None]]:
+    if not (folder / "images").is_dir():
+        return []
+    out = []
+    for img in list_images(folder / "images"):
+        found = [m for pat in (img.stem + ".*", img.stem + "_mask.*")
+                 for m in sorted((folder / "masks").glob(pat))] if (folder / "masks").is_dir() else []
+        out.append((img, found[0] if found else None))
+    return out
+
+
+def _synthetic(size: tuple[int, int], n: int) -> ParitySet:
+    """Smooth random blobs (not white noise: masks with real structure and edges)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    h, w = size
+    images, masks = [], []
+    for i in range(n):
+        yy, xx = np.mgrid[0:h, 0:w]
+        cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.2, 0.35)
+        m = (((yy - cy) / h) ** 2 + ((xx - cx) / w) ** 2) < r**2
+        base = rng.integers(0, 256, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+        img = cv2.resize(base, (w, h), interpolation=cv2.INTER_CUBIC)
+        img[m] = (0.5 * img[m] + 100).astype(np.uint8)
+        images.append(np.ascontiguousarray(img))
+        masks.append(m.astype(np.uint8))
+    return ParitySet(images, masks, [f"synthetic_{i}" for i in range(n)], "synthetic")
+
+
+def parity_set(cfg: RunConfig, limit: int = 16, samples: Path = SAMPLES) -> ParitySet:
+    """Up to ``limit`` (image, mask) pairs: validation split > samples/ > synthetic."""
+    notes = []
+    for origin, pairs in (("val_items", _pairs_from_config(cfg)),
+                          ("samples", _pairs_from_samples(samples))):
+        if not pairs:
+            continue
+        step = max(1, len(pairs) // limit)  # spread over the split (all views, all cars)
+        chosen = pairs[::step][:limit]
+        try:
+            images = [read_image(p) for p, _ in chosen]
+            masks = [read_mask(m) if m is not None else None for _, m in chosen]
+        except UserError as e:
+            notes.append(f"{origin} unreadable ({e}); fell back")
+            continue
+        return ParitySet(images, masks, [p.name for p, _ in chosen], origin, notes)
+    ps = _synthetic(tuple(cfg.size), min(limit, 4))
+    ps.notes = notes + ["no validation split or samples/ found: synthetic images, "
+                        "Dice vs ground truth is against the synthetic shapes"]
+    return ps
+
+
+def run_batched(engine, x: np.ndarray, batch: int = 4) -> np.ndarray:
+    """Logits for a (N, 3, H, W) array in batches of ``batch``."""
+    return np.concatenate([engine(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks; two empty masks agree perfectly."""
+    a, b = a.astype(bool), b.astype(bool)
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
+
+
+def pooled_dice(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
+    inter = sum(int(np.logical_and(x.astype(bool), y.astype(bool)).sum()) for x, y in zip(xs, ys))
+    total = sum(int(x.astype(bool).sum()) + int(y.astype(bool).sum()) for x, y in zip(xs, ys))
+    return 1.0 if total == 0 else 2.0 * inter / total
+
+
+def odd_size(size: tuple[int, int]) -> tuple[int, int]:
+    """An odd (H, W) near ``size`` that is no multiple of any power of two."""
+    return (size[0] // 2 * 2 + 3, size[1] // 2 * 2 + 5)
+
+
+@dataclass
+class Reference:
+    """PyTorch fp32 CPU logits and masks, computed once and compared against every format."""
+
+    pset: ParitySet
+    size: tuple[int, int]
+    threshold: float
+    x: np.ndarray  # (N, 3, H, W) model inputs
+    logits: np.ndarray
+    masks: list[np.ndarray]
+    dice_gt: float | None
+    x_odd: np.ndarray
+    logits_odd: np.ndarray
+
+
+def mean_dice_gt(pred: list[np.ndarray], gt: list[np.ndarray | None]) -> float | None:
+    vals = [dice(p, g) for p, g in zip(pred, gt) if g is not None and g.shape == p.shape]
+    return float(np.mean(vals)) if vals else None
+
+
+def make_reference(torch_engine, pset: ParitySet, size: tuple[int, int],
+                   threshold: float) -> Reference:
+    x = preprocess(pset.images, size).numpy()
+    logits = run_batched(torch_engine, x)
+    masks = postprocess(logits, pset.sizes, threshold)
+    reps = (pset.images * 3)[:3]
+    x_odd = preprocess(reps, odd_size(size)).numpy()  # batch 3 at an odd size
+    return Reference(pset, size, threshold, x, logits, masks, mean_dice_gt(masks, pset.masks),
+                     x_odd, torch_engine(x_odd))
+
+
+def _finite(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def compare(engine, ref: Reference, precision: str) -> dict:
+    """Parity figures of ``engine`` against ``ref`` and the pass/fail verdict."""
+    logits = run_batched(engine, ref.x)
+    masks = postprocess(logits, ref.pset.sizes, ref.threshold)
+    diff = np.abs(logits.astype(np.float64) - ref.logits)
+    odd = engine(ref.x_odd)
+    cut = logit_threshold(ref.threshold)
+    per_image = [dice(a, b) for a, b in zip(masks, ref.masks)]
+    rep = {
+        "max_abs_logit_diff": _finite(float(diff.max())),
+        "mean_abs_logit_diff": _finite(float(diff.mean())),
+        "mask_dice_vs_torch": pooled_dice(masks, ref.masks),
+        "min_image_mask_dice_vs_torch": float(min(per_image)),
+        "dice_vs_gt": mean_dice_gt(masks, ref.pset.masks),
+        "odd_shape_check": {
+            "shape": list(ref.x_odd.shape),
+            "output_shape": list(odd.shape),
+            "max_abs_logit_diff": _finite(float(np.abs(odd - ref.logits_odd).max()))
+            if odd.shape == ref.logits_odd.shape else None,
+            "mask_dice_vs_torch": pooled_dice(list(odd[:, 0] > cut), list(ref.logits_odd[:, 0] > cut))
+            if odd.shape == ref.logits_odd.shape else None,
+        },
+    }
+    rep["failures"] = verdict(rep, precision)
+    rep["passed"] = not rep["failures"]
+    return rep
+
+
+def verdict(rep: dict, precision: str) -> list[str]:
+    """Which thresholds the figures miss (empty = pass). NaN/inf logits always fail."""
+    bar = THRESHOLDS["fp32" if precision == "fp32" else "fp16"]
+    fails = []
+    odd = rep["odd_shape_check"]
+    checks = [("max |Δ logit|", rep["max_abs_logit_diff"], bar["max_abs_logit"], "le"),
+              ("mask Dice vs torch", rep["mask_dice_vs_torch"], bar["mask_dice"], "ge"),
+              ("odd-shape max |Δ logit|", odd["max_abs_logit_diff"], bar["max_abs_logit"], "le"),
+              ("odd-shape mask Dice", odd["mask_dice_vs_torch"], bar["mask_dice"], "ge")]
+    for label, value, limit, how in checks:
+        if value is None:
+            fails.append(f"{label} is not finite or the output shape is wrong")
+        elif limit is not None and (value > limit if how == "le" else value < limit):
+            fails.append(f"{label} {value:.4g} {'>' if how == 'le' else '<'} {limit:g}")
+    return fails

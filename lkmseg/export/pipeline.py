@@ -1,0 +1,246 @@
+"""``lkmseg export``: run folder -> ONNX fp32/fp16 (+ TensorRT engine) -> parity report.
+
+Writes into ``RUN/export/``: model.onnx, model.fp16.onnx, model.engine + model.engine.json,
+report.json. Parity against PyTorch is part of the export: a format that misses its bar is
+kept on disk (for inspection) but the export fails with a UserError naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lkmseg import __version__
+from lkmseg.errors import UserError
+from lkmseg.export import parity
+from lkmseg.export.onnx_export import (MIN_OPSET, convert_fp16, export_onnx, load_onnx,
+                                       read_metadata, save_onnx)
+from lkmseg.export.tensorrt_build import (ProfileShapes, build_engine, current_gpu,
+                                          profile_shapes, tensorrt_status)
+from lkmseg.fsutil import write_json
+
+REPORT = "report.json"
+FILES = {"onnx_fp32": "model.onnx", "onnx_fp16": "model.fp16.onnx", "tensorrt": "model.engine"}
+
+
+@dataclass
+class ExportOptions:
+    onnx: bool = True
+    fp16: bool = True
+    trt: bool = False
+    dynamic: bool = True
+    size: tuple[int, int] | None = None  # example / opt shape; default: the training size
+    batch: int = 1
+    opset: int = MIN_OPSET
+    trt_precision: str = "fp32"
+    max_batch: int | None = None
+    workspace_gib: float = 4.0
+    parity_images: int = 16
+    out_dir: Path | None = None
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    report_path: Path
+    report: dict
+    files: dict[str, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def check(self) -> None:
+        """Raise the first problem (TensorRT missing, parity failure) as a UserError."""
+        if self.problems:
+            more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            raise UserError(f"{self.problems[0]}{more}; see {self.report_path}")
+
+
+def timing_cache_path() -> Path:
+    """One TensorRT timing cache per machine, reused across builds (keyed by the builder)."""
+    root = Path(os.environ.get("LKMSEG_CACHE", Path.home() / ".cache" / "lkmseg"))
+    gpu = current_gpu()
+    tag = gpu[1].replace(".", "") if gpu else "nogpu"
+    try:
+        import tensorrt as trt
+
+        ver = trt.__version__
+    except ImportError:
+        ver = "none"
+    return root / f"tensorrt-{ver}-sm{tag}.timing"
+
+
+def _file_entry(path: Path) -> dict:
+    return {"file": path.name, "mb": round(path.stat().st_size / 1e6, 3)}
+
+
+def _validate(opts: ExportOptions) -> None:
+    if opts.batch < 1:
+        raise UserError(f"--batch {opts.batch}: must be >= 1")
+    if opts.size is not None and (opts.size[0] < 1 or opts.size[1] < 1):
+        raise UserError(f"--size {opts.size[0]}x{opts.size[1]}: must be positive")
+    if opts.trt_precision not in ("fp32", "fp16"):
+        raise UserError(f"--trt-precision {opts.trt_precision}: choose fp32 or fp16")
+    if opts.parity_images < 1:
+        raise UserError(f"--parity-images {opts.parity_images}: must be >= 1")
+    if not opts.onnx and not opts.trt:
+        raise UserError("nothing to do: --no-onnx without --trt; drop --no-onnx")
+
+
+class _Exporter:
+    def __init__(self, run_dir: Path, opts: ExportOptions, log: Callable[[str], None]) -> None:
+        from lkmseg.train.checkpoint import load_run
+
+        self.run_dir, self.opts, self.log = Path(run_dir), opts, log
+        self.model, self.cfg = load_run(self.run_dir)
+        self.out = Path(opts.out_dir) if opts.out_dir else self.run_dir / "export"
+        self.size = tuple(opts.size or self.cfg.size)
+        self.files: dict[str, Path] = {}
+        self.problems: list[str] = []
+        self.report = self._report_head()
+
+    def _report_head(self) -> dict:
+        import torch
+
+        spec = self.cfg.model.spec
+        return {"lkmseg_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "run": str(self.run_dir), "block": spec.name, "kernel": spec.kernel,
+                "width": self.cfg.model.width, "depth": self.cfg.model.depth,
+                "training_size": list(self.cfg.size), "threshold": self.cfg.threshold,
+                "options": {k: (list(v) if isinstance(v, tuple) else
+                                str(v) if isinstance(v, Path) else v)
+                            for k, v in vars(self.opts).items()},
+                "versions": {"torch": torch.__version__, "python": platform.python_version()},
+                "thresholds": parity.THRESHOLDS, "formats": {}, "passed": None}
+
+    def write_report(self) -> Path:
+        self.report["passed"] = not self.problems
+        self.report["problems"] = list(self.problems)
+        path = self.out / REPORT
+        write_json(path, self.report)
+        return path
+
+    def reference(self) -> parity.Reference:
+        from lkmseg.engines.torch_engine import TorchEngine
+
+        pset = parity.parity_set(self.cfg, self.opts.parity_images)
+        self.log(f"parity inputs: {len(pset.images)} images from {pset.origin}")
+        torch_eng = TorchEngine(self.model, self.cfg, "fp32", "cpu", channels_last=False)
+        ref = parity.make_reference(torch_eng, pset, self.size, self.cfg.threshold)
+        sizes = sorted({tuple(s) for s in pset.sizes})
+        self.report["inputs"] = {"origin": pset.origin, "n_images": len(pset.images),
+                                 "names": pset.names, "model_size": list(self.size),
+                                 "original_sizes": [list(s) for s in sizes],
+                                 "odd_shape": list(ref.x_odd.shape), "notes": pset.notes}
+        self.report["formats"]["torch"] = {"file": "model.safetensors", "engine": "torch cpu fp32",
+                                           "dice_vs_gt": ref.dice_gt, "reference": True}
+        return ref
+
+    def onnx(self) -> None:
+        import torch
+
+        t0 = time.perf_counter()
+        self.log("exporting ONNX fp32 (torch.onnx dynamo exporter)…")
+        torch.manual_seed(0)
+        fp32 = export_onnx(self.model, self.cfg, dynamic=self.opts.dynamic, size=self.size,
+                           batch=self.opts.batch, opset=self.opts.opset)
+        self.files["onnx_fp32"] = save_onnx(fp32, self.out / FILES["onnx_fp32"])
+        self.report["formats"]["onnx_fp32"] = {**_file_entry(self.files["onnx_fp32"]),
+                                               "export_seconds": round(time.perf_counter() - t0, 2)}
+        if self.opts.fp16:
+            t0 = time.perf_counter()
+            self.log("converting to ONNX fp16 (fp32 inputs/outputs)…")
+            self.files["onnx_fp16"] = save_onnx(convert_fp16(fp32), self.out / FILES["onnx_fp16"])
+            self.report["formats"]["onnx_fp16"] = {
+                **_file_entry(self.files["onnx_fp16"]),
+                "export_seconds": round(time.perf_counter() - t0, 2)}
+
+    def existing_onnx(self) -> None:
+        """--no-onnx --trt: build from the ONNX files already in the export folder."""
+        for key in ("onnx_fp32", "onnx_fp16"):
+            p = self.out / FILES[key]
+            if p.is_file():
+                read_metadata(p, load_onnx(p))
+                self.files[key] = p
+        if "onnx_fp32" not in self.files:
+            raise UserError(f"{self.out / FILES['onnx_fp32']}: not found, and --no-onnx was "
+                            "given; drop --no-onnx to export it")
+
+    def check_onnx(self, ref: parity.Reference) -> None:
+        from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+        for key, prec in (("onnx_fp32", "fp32"), ("onnx_fp16", "fp16")):
+            if key not in self.files or key not in self.report["formats"]:
+                continue
+            self.log(f"parity: {self.files[key].name} in onnxruntime vs torch…")
+            with OnnxRuntimeEngine(self.files[key], device="cpu") as eng:
+                rep = parity.compare(eng, ref, prec)
+                rep.update(engine=eng.describe(), precision=prec)
+            self.report["formats"][key].update(rep)
+            self._note_failures(key, rep)
+
+    def _note_failures(self, key: str, rep: dict) -> None:
+        if rep["failures"]:
+            self.problems.append(f"parity failed for {FILES[key]}: {rep['failures'][0]}")
+
+    def tensorrt(self, ref: parity.Reference) -> None:
+        ok, why = tensorrt_status()
+        if not ok:
+            self.report["formats"]["tensorrt"] = {"status": "unavailable", "reason": why}
+            self.problems.insert(0, f"--trt needs TensorRT and a CUDA GPU: {why} "
+                                    "(the ONNX files were written)")
+            return
+        from lkmseg.engines.tensorrt_engine import TensorRTEngine
+
+        shapes: ProfileShapes = profile_shapes(self.size, self.opts.batch, self.opts.dynamic,
+                                               self.opts.max_batch)
+        engine_path = self.out / FILES["tensorrt"]
+        self.log(f"building TensorRT {self.opts.trt_precision} engine ({shapes})…")
+        t0 = time.perf_counter()
+        side = build_engine(self.files["onnx_fp32"], engine_path, shapes,
+                            precision=self.opts.trt_precision,
+                            onnx_fp16=self.files.get("onnx_fp16"),
+                            workspace_gib=self.opts.workspace_gib,
+                            timing_cache=timing_cache_path(), config=self.cfg)
+        self.files["tensorrt"] = engine_path
+        entry = {**_file_entry(engine_path), "export_seconds": round(time.perf_counter() - t0, 2),
+                 "sidecar": engine_path.name + ".json",
+                 **{k: side[k] for k in ("tensorrt_version", "gpu_name", "compute_capability",
+                                         "precision", "strongly_typed", "profile")}}
+        self.report["formats"]["tensorrt"] = entry
+        with TensorRTEngine(engine_path) as eng:
+            rep = parity.compare(eng, ref, self.opts.trt_precision)
+            rep["engine"] = eng.describe()
+        entry.update(rep)
+        self._note_failures("tensorrt", rep)
+
+
+def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, strict: bool = True,
+               log: Callable[[str], None] | None = None) -> ExportResult:
+    """Export a run folder; see the module doc. ``strict`` raises on any problem (after the
+    files and report.json are written); otherwise inspect ``result.problems``."""
+    opts = options or ExportOptions()
+    _validate(opts)
+    if opts.trt:  # fail on impossible profile options before minutes of exporting
+        profile_shapes(opts.size or (64, 64), opts.batch, opts.dynamic, opts.max_batch)
+    ex = _Exporter(Path(run_dir), opts, log or (lambda _msg: None))
+    if opts.onnx:
+        ex.onnx()
+    else:
+        ex.existing_onnx()
+    ref = ex.reference()
+    ex.check_onnx(ref)
+    report_path = ex.write_report()
+    if opts.trt:
+        ex.tensorrt(ref)
+        report_path = ex.write_report()
+    result = ExportResult(ex.out, report_path, ex.report, ex.files, ex.problems)
+    if strict:
+        result.check()
+    return result
