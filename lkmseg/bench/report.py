@@ -1,0 +1,186 @@
+"""Bench results as a terminal table, bench.json / bench.csv / bench.md, ratios and plots."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from lkmseg.fsutil import atomic_path, write_json, write_text
+
+COLUMNS = ["model", "block", "kernel", "engine", "status", "params", "gflops", "file_mb",
+           "dice", "latency_ms_p50", "latency_ms_p99", "fps", "train_images_per_s",
+           "precision", "batch", "latency_ms_p90", "dice_kind", "mem_mb", "gflops_per_s",
+           "frac_of_peak", "device", "size", "reps", "safetensors_mb", "onnx_mb",
+           "onnx_fp16_mb", "engine_mb", "engine_detail"]
+SHOWN = [("model", "model"), ("engine", "engine"), ("precision", "prec"), ("batch", "bs"),
+         ("params", "params M"), ("gflops", "GFLOP/img"), ("file_mb", "file MB"),
+         ("dice", "dice"), ("latency_ms_p50", "p50 ms"), ("latency_ms_p99", "p99 ms"),
+         ("fps", "img/s"), ("frac_of_peak", "of peak"), ("mem_mb", "mem MB"),
+         ("train_images_per_s", "train img/s"), ("status", "status")]
+
+
+def _fmt(key: str, v) -> str:
+    if v is None:
+        return "-"
+    if key == "params":
+        return f"{v / 1e6:.2f}"
+    if key == "dice":
+        return f"{v:.4f}"
+    if key == "frac_of_peak":
+        return f"{100 * v:.0f}%"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    s = str(v)
+    return s if len(s) < 60 else s[:57] + "…"
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Separable (1xK) and GCN (gcnK) vs the square block of the same K (3x3 for K=3)."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    by_model: dict[str, dict] = {}
+    for r in ok:
+        by_model.setdefault(r["model"], r)
+    square = {r["kernel"]: r for r in by_model.values() if r["family"] in ("square", "double3")}
+    out = []
+    for r in by_model.values():
+        if r["family"] not in ("separable", "gcn") or r["kernel"] not in square:
+            continue
+        sq = square[r["kernel"]]
+        item = {"pair": f"{r['model']} vs {sq['model']}", "size_ratio": r["params"] / sq["params"],
+                "gflops_ratio": r["gflops"] / sq["gflops"]}
+        if r.get("train_images_per_s") and sq.get("train_images_per_s"):
+            item["train_speedup"] = r["train_images_per_s"] / sq["train_images_per_s"]
+        for a in ok:
+            if a["model"] != r["model"]:
+                continue
+            b = next((x for x in ok if x["model"] == sq["model"] and x["engine"] == a["engine"]
+                      and x["precision"] == a["precision"] and x["batch"] == a["batch"]), None)
+            if b and a.get("latency_ms_p50") and b.get("latency_ms_p50"):
+                k = f"{a['engine']} {a['precision']} bs{a['batch']}"
+                item[f"speedup {k}"] = b["latency_ms_p50"] / a["latency_ms_p50"]
+                if a.get("dice") is not None and b.get("dice") is not None:
+                    item.setdefault("dice_diff", a["dice"] - b["dice"])
+        out.append(item)
+    return out
+
+
+def ratio_lines(rs: list[dict]) -> list[str]:
+    lines = []
+    for r in rs:
+        parts = [f"size ×{r['size_ratio']:.3f}", f"GFLOPs ×{r['gflops_ratio']:.3f}"]
+        if "train_speedup" in r:
+            parts.append(f"training {r['train_speedup']:.2f}× faster")
+        parts += [f"{k[8:]} {v:.2f}×" for k, v in r.items() if k.startswith("speedup ")]
+        if "dice_diff" in r:
+            parts.append(f"Dice {r['dice_diff']:+.4f}")
+        lines.append(f"{r['pair']}: " + ", ".join(parts))
+    return lines
+
+
+def print_table(rows: list[dict], ctx: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"lkmseg bench — {ctx['device']}, inputs: {ctx['inputs']}, "
+                    f"dice = {ctx['dice_kind']}")
+    for _, head in SHOWN:
+        t.add_column(head, overflow="fold")
+    for r in rows:
+        t.add_row(*[_fmt(k, r.get(k)) for k, _ in SHOWN])
+    console.print(t)
+    console.print(f"matmul peak measured in this run: {ctx['peak_gflops']} GFLOP/s "
+                  f"(fp32, {ctx['device']})")
+    for line in ratio_lines(ratios(rows)):
+        console.print(line)
+
+
+def markdown(rows: list[dict], ctx: dict) -> str:
+    head = "| " + " | ".join(h for _, h in SHOWN) + " |"
+    sep = "|" + "---|" * len(SHOWN)
+    body = ["| " + " | ".join(_fmt(k, r.get(k)).replace("|", "/") for k, _ in SHOWN) + " |"
+            for r in rows]
+    lines = [f"Device: {ctx['device']}{' (' + ctx['gpu'] + ')' if ctx.get('gpu') else ''}, "
+             f"torch {ctx['torch']}, {ctx['threads']} threads, {ctx['date']}. "
+             f"Inputs: {ctx['inputs']}; dice = {ctx['dice_kind']}. "
+             f"Matmul peak: {ctx['peak_gflops']} GFLOP/s.", "", head, sep, *body, "",
+             "**Separable vs square**", ""]
+    lines += [f"- {x}" for x in ratio_lines(ratios(rows))] or ["- (no separable/square pair)"]
+    return "\n".join(lines) + "\n"
+
+
+def save(rows: list[dict], ctx: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "bench.json", [{k: r.get(k) for k in COLUMNS} for r in rows])
+    write_json(out / "bench_context.json", {**ctx, "ratios": ratios(rows)})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out / "bench.csv", buf.getvalue())
+    write_text(out / "bench.md", markdown(rows, ctx))
+    return [out / "bench.json", out / "bench.csv", out / "bench.md", *plots(rows, out)]
+
+
+def plots(rows: list[dict], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok" and r.get("latency_ms_p50")]
+    made = []
+    # 1. Dice vs latency (Pareto), batch 1 where present
+    fig, ax = plt.subplots(figsize=(7, 5))
+    bs = min((r["batch"] for r in ok), default=1)
+    for r in (r for r in ok if r["batch"] == bs and r.get("dice") is not None):
+        mk = {"torch": "o", "onnxruntime": "s", "tensorrt": "^"}.get(r["engine"], "x")
+        ax.scatter(r["latency_ms_p50"], r["dice"], marker=mk, s=50)
+        ax.annotate(f"{r['block']} {r['engine']} {r['precision']}",
+                    (r["latency_ms_p50"], r["dice"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    ax.set(xscale="log", xlabel=f"latency p50 (ms, batch {bs}, log)", ylabel="Dice",
+           title="Dice vs latency (up and left is better)")
+    ax.grid(alpha=0.3)
+    made.append(_savefig(fig, out / "dice_vs_latency.png"))
+    # 2. training images/s per block
+    models = {r["model"]: r for r in rows if r.get("train_images_per_s")}
+    if models:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        names = list(models)
+        ax.bar(names, [models[n]["train_images_per_s"] for n in names], color="tab:blue")
+        ax.set(ylabel="training images/s", title="Training throughput (interleaved)")
+        for i, n in enumerate(names):
+            ax.text(i, models[n]["train_images_per_s"], f"{models[n]['train_images_per_s']:.1f}",
+                    ha="center", va="bottom", fontsize=8)
+        made.append(_savefig(fig, out / "train_throughput.png"))
+    # 3. latency per engine, grouped by model
+    combos = sorted({(r["engine"], r["precision"], r["batch"]) for r in ok})
+    if combos:
+        fig, ax = plt.subplots(figsize=(max(7, 1.2 * len({r['model'] for r in ok})), 4))
+        names = list(dict.fromkeys(r["model"] for r in ok))
+        wdt = 0.8 / len(combos)
+        for j, c in enumerate(combos):
+            vals = [next((r["latency_ms_p50"] for r in ok if r["model"] == n and
+                          (r["engine"], r["precision"], r["batch"]) == c), 0) for n in names]
+            ax.bar([i + j * wdt for i in range(len(names))], vals, wdt,
+                   label=f"{c[0]} {c[1]} bs{c[2]}")
+        ax.set_xticks([i + 0.4 - wdt / 2 for i in range(len(names))], names)
+        ax.set(ylabel="latency p50 (ms, log)", yscale="log", title="Latency per engine")
+        ax.legend(fontsize=7)
+        made.append(_savefig(fig, out / "latency_per_engine.png"))
+    return made
+
+
+def _savefig(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def load_rows(path: Path) -> list[dict]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,237 @@
+"""`lkmseg bench`: every model x engine x batch size, in one process, on the same inputs.
+
+A row (DESIGN.md contract): model, block, kernel, engine, status, params, gflops, file_mb,
+dice, latency_ms_p50, latency_ms_p99, fps, train_images_per_s — plus precision, batch,
+latency_ms_p90, dice_kind, mem_mb, gflops_per_s, frac_of_peak, device and file sizes.
+An engine that cannot run here is a row whose status is "skipped: why", never a crash.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lkmseg.bench.inputs import BenchInputs, load_inputs
+from lkmseg.bench.measure import (LatencyProbe, gflops_per_image, interleave,
+                                  matmul_peak_gflops, rss_mb)
+from lkmseg.config import RunConfig
+from lkmseg.data.transforms import postprocess, preprocess
+from lkmseg.errors import UserError
+from lkmseg.models import build_model, count_params
+
+ENGINE_PRECISIONS = {"torch": ["fp32", "fp16", "bf16"], "onnxruntime": ["fp32", "fp16"],
+                     "tensorrt": [None]}
+
+
+@dataclass
+class BenchOptions:
+    engines: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "tensorrt"])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    size: tuple[int, int] | None = None  # default: each model's training size
+    device: str = "auto"
+    train: bool = True
+    reps: int = 30
+    max_seconds: float = 20.0  # per latency probe
+    limit: int = 32  # images used for Dice
+    export_missing: bool = True
+
+
+@dataclass
+class Model:
+    run_dir: Path
+    name: str
+    cfg: RunConfig
+
+
+def _device(opts: BenchOptions) -> str:
+    if opts.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return opts.device
+
+
+def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str | None]]:
+    out = []
+    for eng in opts.engines:
+        for prec in ENGINE_PRECISIONS[eng]:
+            if device == "cpu" and eng == "torch" and prec != "fp32":
+                continue  # fp16 autocast is unsupported on CPU; bf16 measured 10-20x slower
+            out.append((eng, prec))
+    return out
+
+
+def _file_mb(p: Path | None) -> float | None:
+    return round(p.stat().st_size / 1e6, 3) if p and p.is_file() else None
+
+
+def _files(run: Path) -> dict[str, float | None]:
+    ex = run / "export"
+    return {"safetensors_mb": _file_mb(run / "model.safetensors"),
+            "onnx_mb": _file_mb(ex / "model.onnx"), "onnx_fp16_mb": _file_mb(ex / "model.fp16.onnx"),
+            "engine_mb": _file_mb(ex / "model.engine")}
+
+
+def _engine_file_mb(files: dict, eng: str, prec: str | None) -> float | None:
+    if eng == "torch":
+        return files["safetensors_mb"]
+    if eng == "onnxruntime":
+        return files["onnx_fp16_mb" if prec == "fp16" else "onnx_mb"]
+    return files["engine_mb"]
+
+
+def _ensure_export(run: Path, opts: BenchOptions, console) -> None:
+    ex = run / "export"
+    if not opts.export_missing or "onnxruntime" not in opts.engines:
+        return
+    if (ex / "model.onnx").is_file() and (ex / "model.fp16.onnx").is_file():
+        return
+    from lkmseg.export.pipeline import ExportOptions, export_run
+
+    if console:
+        console.print(f"exporting {run} to ONNX (fp32 + fp16) for the onnxruntime rows…")
+    export_run(run, ExportOptions(fp16=True, trt=False), strict=False)
+
+
+def _dice_for(engine, model_cfg: RunConfig, inputs: BenchInputs, size, batch: int,
+              ref_masks: list[np.ndarray] | None) -> tuple[float | None, list[np.ndarray]]:
+    preds: list[np.ndarray] = []
+    for s in range(0, len(inputs.images), batch):
+        imgs = inputs.images[s:s + batch]
+        logits = engine(preprocess(imgs, size).numpy())
+        preds += postprocess(logits, [im.shape[:2] for im in imgs], model_cfg.threshold)
+    target = inputs.masks if inputs.has_masks else ref_masks
+    if target is None:
+        return None, preds
+    scores = [_dice(p, t) for p, t in zip(preds, target)]
+    return float(np.mean(scores)), preds
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    inter = float(np.logical_and(a, b).sum())
+    tot = float(a.sum() + b.sum())
+    return 1.0 if tot == 0 else 2 * inter / tot
+
+
+def _base_row(m: Model, files: dict, eng: str, prec: str | None, device: str) -> dict:
+    return {"model": m.name, "block": m.cfg.model.block, "kernel": m.cfg.model.spec.kernel,
+            "family": m.cfg.model.spec.family, "engine": eng, "precision": prec or "engine",
+            "device": device, "status": "ok", **files}
+
+
+def _measure_engine(m: Model, eng_name: str, prec: str | None, opts: BenchOptions,
+                    device: str, inputs: BenchInputs, ref, size) -> tuple[object, dict]:
+    """Load one engine, compute its Dice/agreement and memory; returns (engine, figures)."""
+    from lkmseg.engines.factory import load_engine
+
+    rss0 = rss_mb()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    eng = load_engine(eng_name, m.run_dir, precision=prec, device=device)
+    dice, preds = _dice_for(eng, m.cfg, inputs, size, max(opts.batch_sizes), ref)
+    mem = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" and eng_name == "torch"
+           else max(0.0, rss_mb() - rss0))
+    return eng, {"dice": dice, "preds": preds, "mem_mb": round(mem, 1),
+                 "precision": getattr(eng, "precision", prec) or "engine",
+                 "engine_detail": eng.describe()}
+
+
+def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
+          console=None) -> tuple[list[dict], dict]:
+    """Measure every run x engine x batch size; returns (rows, context)."""
+    device = _device(opts)
+    from lkmseg.config import load_config
+
+    models = [Model(Path(r), Path(r).name, load_config(r)) for r in runs]
+    if not models:
+        raise UserError("no runs to benchmark; train some with `lkmseg train` or "
+                        "`lkmseg compare`")
+    inputs = load_inputs(source, models[0].cfg, opts.limit)
+    ctx = {"device": device, "inputs": inputs.origin, "n_images": len(inputs.images),
+           "dice_kind": "ground truth" if inputs.has_masks else "agreement with torch fp32",
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
+           "threads": torch.get_num_threads(),
+           "peak_gflops": round(matmul_peak_gflops(device), 1)}
+    if device == "cuda":
+        ctx["peak_gflops_fp16"] = round(matmul_peak_gflops(device, dtype=torch.float16), 1)
+        ctx["gpu"] = torch.cuda.get_device_name()
+    for m in models:
+        _ensure_export(m.run_dir, opts, console)
+    train_ips = _train_throughput(models, opts, device, console) if opts.train else {}
+    rows, probes = [], {}
+    for m in models:
+        rows += _load_model_engines(m, opts, device, inputs, probes, console)
+    if console:
+        console.print(f"timing {len(probes)} engine/batch configurations, interleaved…")
+    interleave(probes, reps=opts.reps, rounds=3, max_seconds=opts.max_seconds)
+    for r in rows:
+        _finish_row(r, probes, train_ips, ctx)
+    return rows, ctx
+
+
+def _train_throughput(models: list[Model], opts: BenchOptions, device: str,
+                      console) -> dict[str, float]:
+    """Training images/s in each run's own training configuration, models interleaved."""
+    from lkmseg.bench.throughput import measure_training
+
+    by_cfg: dict[tuple, list[Model]] = {}
+    for m in models:  # models trained at the same size/batch are measured together
+        by_cfg.setdefault((m.cfg.size, m.cfg.train.batch_size), []).append(m)
+    out = {}
+    for (size, bs), group in by_cfg.items():
+        if console:
+            console.print(f"measuring training throughput at {size[0]}x{size[1]}, batch {bs} "
+                          f"({', '.join(g.name for g in group)}), interleaved…")
+        res = measure_training({g.name: g.cfg.model for g in group}, size, bs, rounds=4,
+                               device=device, tcfg=group[0].cfg.train)
+        out.update({k: round(v.images_per_s, 2) for k, v in res.items()})
+    return out
+
+
+def _load_model_engines(m: Model, opts: BenchOptions, device: str, inputs: BenchInputs,
+                        probes: dict, console) -> list[dict]:
+    size = opts.size or m.cfg.size
+    net = build_model(m.cfg.model)
+    static = {"params": count_params(net), "gflops": round(gflops_per_image(net, size), 3),
+              "size": f"{size[0]}x{size[1]}", "dice_kind": "gt" if inputs.has_masks else
+              "agreement"}
+    files = _files(m.run_dir)
+    ref = None
+    rows = []
+    for eng_name, prec in _combos(opts, device):
+        base = {**_base_row(m, files, eng_name, prec, device), **static}
+        base["file_mb"] = _engine_file_mb(files, eng_name, prec)
+        try:
+            eng, fig = _measure_engine(m, eng_name, prec, opts, device, inputs, ref, size)
+        except UserError as e:
+            rows.append({**base, "status": f"skipped: {e}", "batch": None})
+            continue
+        if ref is None and not inputs.has_masks and eng_name == "torch" and prec == "fp32":
+            ref, fig["dice"] = fig["preds"], 1.0
+        fig.pop("preds")
+        for bs in opts.batch_sizes:
+            x = preprocess([inputs.images[i % len(inputs.images)] for i in range(bs)],
+                           size).numpy()
+            key = f"{m.name}|{eng_name}|{fig['precision']}|{bs}"
+            probes[key] = LatencyProbe(lambda e=eng, x=x: e(x))
+            rows.append({**base, **fig, "batch": bs, "probe": key})
+        if console:
+            console.print(f"  {m.name}: {eng.describe()} ready (dice {fig['dice']})")
+    return rows
+
+
+def _finish_row(r: dict, probes: dict, train_ips: dict, ctx: dict) -> None:
+    r["train_images_per_s"] = train_ips.get(r["model"])
+    key = r.pop("probe", None)
+    if key is None:
+        return
+    st = probes[key].stats()
+    r.update(latency_ms_p50=round(st["p50"], 3), latency_ms_p90=round(st["p90"], 3),
+             latency_ms_p99=round(st["p99"], 3), reps=st["n"],
+             fps=round(r["batch"] / (st["p50"] / 1000), 2))
+    peak = ctx.get("peak_gflops_fp16") if r["precision"] == "fp16" else None
+    peak = peak or ctx["peak_gflops"]
+    r["gflops_per_s"] = round(r["gflops"] * r["fps"], 1)
+    r["frac_of_peak"] = round(r["gflops_per_s"] / peak, 3) if peak else None
