@@ -1,0 +1,225 @@
+"""`lkmseg compare`: the seed study end to end — train every block for the same wall-clock
+budget, export, bench, and write one report (report.md + plots)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lkmseg.bench.report import markdown, ratio_lines, ratios, save
+from lkmseg.bench.runner import BenchOptions, bench
+from lkmseg.config import RunConfig, TrainConfig
+from lkmseg.fsutil import atomic_path, write_text
+from lkmseg.models import ModelConfig
+from lkmseg.train.logs import read_csv
+
+
+@dataclass
+class CompareOptions:
+    blocks: list[str] = field(default_factory=lambda: ["3x3", "5x5", "1x5"])
+    data: Path | None = None
+    size: tuple[int, int] = (128, 128)
+    budget_s: float = 600.0
+    out: Path = Path("runs/compare")
+    device: str = "auto"
+    batch_size: int = 8
+    lr: float = 1e-3
+    width: int = 8
+    depth: int = 6
+    seed: int = 0
+    engines: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "tensorrt"])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    bench_reps: int = 30
+
+
+def _run_config(o: CompareOptions, block: str) -> RunConfig:
+    return RunConfig(model=ModelConfig(block=block, width=o.width, depth=o.depth), size=o.size,
+                     train=TrainConfig(batch_size=o.batch_size, lr=o.lr,
+                                       time_budget_s=o.budget_s, seed=o.seed))
+
+
+def _train_all(o: CompareOptions, console) -> list[Path]:
+    """Train each block for the budget; a finished run is reused, a stopped one resumed."""
+    from lkmseg.config import load_config
+    from lkmseg.train.loop import train_run
+
+    runs = []
+    for b in o.blocks:
+        cfg = _run_config(o, b)
+        run = o.out / "runs" / cfg.model.block
+        summary = run / "summary.json"
+        if summary.is_file() and json.loads(summary.read_text()).get("status") == "complete":
+            if console:
+                console.print(f"[green]{run}: already trained, reused[/]")
+            runs.append(run)
+            continue
+        if (run / "state.pt").is_file():
+            cfg, resume = load_config(run), run
+        else:
+            resume = None
+        if console:
+            console.rule(f"training {cfg.model.block} for {o.budget_s:.0f} s")
+        run_dir, s = train_run(cfg, o.data, o.out / "runs", cfg.model.block, o.device, resume,
+                               console)
+        if s["status"] != "complete":
+            from lkmseg.errors import UserError
+
+            raise UserError(f"compare stopped while training {b}; run the same command again "
+                            "to resume it")
+        runs.append(run_dir)
+    return runs
+
+
+def _export_all(runs: list[Path], console) -> dict[str, dict]:
+    from lkmseg.export.pipeline import ExportOptions, export_run
+
+    out = {}
+    for r in runs:
+        if console:
+            console.print(f"exporting {r.name} (ONNX fp32 + fp16, parity check)…")
+        res = export_run(r, ExportOptions(fp16=True, trt=False), strict=False)
+        out[r.name] = {"problems": res.problems, "report": str(res.report_path)}
+        for p in res.problems:
+            if console:
+                console.print(f"[yellow]warning: export {r.name}: {p}[/]")
+    return out
+
+
+def curves_figure(runs: list[Path], path: Path) -> Path:
+    """The study's Fig. 2: validation Dice vs images seen and vs wall time, every block."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for r in runs:
+        rows = read_csv(r / "val_log.csv") if (r / "val_log.csv").is_file() else []
+        if not rows:
+            continue
+        seen = [x["images_seen"] for x in rows]
+        dice = [x["dice"] for x in rows]
+        a.plot(seen, dice, marker="o", ms=3, label=r.name)
+        b.plot([x["elapsed_s"] / 60 for x in rows], dice, marker="o", ms=3, label=r.name)
+    a.set(xlabel="images seen", ylabel="validation Dice", title="Dice vs images seen")
+    b.set(xlabel="wall time (min)", title="Dice vs wall time (same budget)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    lo = min((x["dice"] for r in runs if (r / "val_log.csv").is_file()
+              for x in read_csv(r / "val_log.csv")[len(read_csv(r / "val_log.csv")) // 3:]),
+             default=0.0)
+    a.set_ylim(max(0.0, lo - 0.02), 1.0)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def kernel_sweep_figure(rs: list[dict], path: Path) -> Path | None:
+    """Separable/GCN speed-up over the square block of the same K, as K grows."""
+    import re
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts: dict[str, list[tuple[int, float]]] = {}
+    for r in rs:
+        m = re.match(r"(1x|gcn)(\d+) vs", r["pair"])
+        if not m:
+            continue
+        k, fam = int(m.group(2)), "1xK" if m.group(1) == "1x" else "gcnK"
+        if "train_speedup" in r:
+            pts.setdefault(f"{fam} training", []).append((k, r["train_speedup"]))
+        for key, v in r.items():
+            if key.startswith("speedup ") and key.endswith("bs1"):
+                pts.setdefault(f"{fam} {key[8:]}", []).append((k, v))
+    if not any(len(v) > 1 for v in pts.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, v in sorted(pts.items()):
+        v.sort()
+        ax.plot([k for k, _ in v], [s for _, s in v], marker="o", label=name)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="kernel size K", ylabel="speed-up vs KxK (×)",
+           title="Separable kernels pay off more as K grows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _training_table(runs: list[Path]) -> list[str]:
+    lines = ["| block | params M | steps | images seen | train img/s | loader img/s | "
+             "best val Dice | full-res Dice | train s |", "|" + "---|" * 9]
+    for r in runs:
+        s = json.loads((r / "summary.json").read_text())
+        full = s.get("val_dice_full_res")
+        lines.append(f"| {s['block']} | {s['params'] / 1e6:.2f} | {s['steps']} | "
+                     f"{s['images_seen']} | {s['images_per_s']:.1f} | "
+                     f"{s['loader_images_per_s']:.0f} | {s['best_val_dice']:.4f} | "
+                     f"{'-' if full is None else f'{full:.4f}'} | {s['train_seconds']:.0f} |")
+    return lines
+
+
+def write_report(o: CompareOptions, runs: list[Path], rows: list[dict], ctx: dict,
+                 exports: dict, figures: list[Path]) -> Path:
+    first = json.loads((runs[0] / "config.json").read_text())
+    data = first["data"]
+    rs = ratios(rows)
+    lines = ["# lkmseg compare: square vs separable kernels", "",
+             f"Data: `{data.get('source')}` ({data.get('layout')}), {data.get('n_train')} train / "
+             f"{data.get('n_val')} validation images, split by group "
+             f"(validation groups: {', '.join(data.get('val_groups', [])[:8])}"
+             f"{'…' if len(data.get('val_groups', [])) > 8 else ''}).",
+             f"Each block trained for the same wall-clock budget of {o.budget_s:.0f} s at "
+             f"{o.size[0]}x{o.size[1]}, batch {o.batch_size}, on {ctx['device']} "
+             f"(runs trained one after another; a busy machine during one run penalises it).",
+             "", "## Training", "", *_training_table(runs), "",
+             "![Dice vs images seen and wall time](curves.png)", "",
+             "## Headline ratios (separable vs square, same K)", ""]
+    lines += [f"- {x}" for x in ratio_lines(rs)] or ["- no separable/square pair among the blocks"]
+    lines += ["", "## Benchmark", "", markdown(rows, ctx), ""]
+    lines += [f"![{f.stem}]({f.name})" for f in figures if f.name != "curves.png"]
+    lines += ["", "## Export parity (ONNX Runtime vs PyTorch)", ""]
+    for name, e in exports.items():
+        rep = json.loads(Path(e["report"]).read_text()) if Path(e["report"]).is_file() else {}
+        fm = rep.get("formats", {})
+        parts = []
+        for fmt, v in fm.items():
+            if isinstance(v, dict) and v.get("max_abs_logit") is not None:
+                parts.append(f"{fmt}: max |Δlogit| {v['max_abs_logit']:.2e}, mask Dice "
+                             f"{v.get('mask_dice', float('nan')):.5f}")
+        status = "ok" if not e["problems"] else "PROBLEMS: " + "; ".join(e["problems"])
+        lines.append(f"- {name}: {status}" + (f" ({'; '.join(parts)})" if parts else ""))
+    path = o.out / "report.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def run_compare(o: CompareOptions, console=None) -> Path:
+    o.out.mkdir(parents=True, exist_ok=True)
+    runs = _train_all(o, console)
+    exports = _export_all(runs, console)
+    opts = BenchOptions(engines=o.engines, batch_sizes=o.batch_sizes, device=o.device,
+                        train=True, reps=o.bench_reps, export_missing=False)
+    rows, ctx = bench(runs, None, opts, console)
+    figures = save(rows, ctx, o.out)
+    figures = [f for f in figures if f.suffix == ".png"]
+    figures.append(curves_figure(runs, o.out / "curves.png"))
+    sweep = kernel_sweep_figure(ratios(rows), o.out / "kernel_sweep.png")
+    if sweep:
+        figures.append(sweep)
+    report = write_report(o, runs, rows, ctx, exports, figures)
+    if console:
+        from lkmseg.bench.report import print_table
+
+        print_table(rows, ctx, console)
+    return report
