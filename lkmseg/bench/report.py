@@ -13,7 +13,7 @@ COLUMNS = ["model", "block", "kernel", "engine", "status", "params", "gflops", "
            "dice", "latency_ms_p50", "latency_ms_p99", "fps", "train_images_per_s",
            "precision", "batch", "latency_ms_p90", "dice_kind", "mem_mb", "gflops_per_s",
            "frac_of_peak", "device", "size", "reps", "safetensors_mb", "onnx_mb",
-           "onnx_fp16_mb", "engine_mb", "engine_detail"]
+           "onnx_fp16_mb", "engine_mb", "engine_detail", "family"]
 SHOWN = [("model", "model"), ("engine", "engine"), ("precision", "prec"), ("batch", "bs"),
          ("params", "params M"), ("gflops", "GFLOP/img"), ("file_mb", "file MB"),
          ("dice", "dice"), ("latency_ms_p50", "p50 ms"), ("latency_ms_p99", "p99 ms"),
@@ -38,7 +38,9 @@ def _fmt(key: str, v) -> str:
 
 def ratios(rows: list[dict]) -> list[dict]:
     """Separable (1xK) and GCN (gcnK) vs the square block of the same K (3x3 for K=3)."""
-    ok = [r for r in rows if r["status"] == "ok"]
+    from lkmseg.models import parse_block
+
+    ok = [{**r, "family": parse_block(r["block"]).family} for r in rows if r["status"] == "ok"]
     by_model: dict[str, dict] = {}
     for r in ok:
         by_model.setdefault(r["model"], r)
