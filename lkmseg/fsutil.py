@@ -1,7 +1,9 @@
 """Atomic file writing: write to a temporary name in the same folder, fsync, then rename.
 
 A crash, a full disk or Ctrl-C never leaves a half-written file under the final name, and
-the previous version stays intact until the new one is complete.
+the previous version stays intact until the new one is complete. A process killed with
+SIGKILL can leave its temporary file (``.NAME.XXXXXXXX.tmp``) behind: it is never read, and
+``remove_stale_temps`` clears such leftovers when a run is resumed.
 """
 
 from __future__ import annotations
@@ -10,21 +12,55 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from lkmseg.errors import UserError
 
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp$")  # what tempfile.mkstemp makes below
 
-def _explain(path: Path, e: OSError) -> UserError:
-    if e.errno == errno.ENOSPC:
+
+def explain_os_error(path: str | Path, e: OSError) -> UserError:
+    """An OSError while writing ``path`` -> a one-line UserError saying what to do."""
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
         why = "the disk is full; free space or choose another --out"
     elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         why = "the folder is not writable; choose another --out or fix its permissions"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST) and not Path(path).parent.is_dir():
+        why = "a parent of it is a file, not a folder; choose another --out"
     else:
         why = f"{e.strerror or e}; check the path"
     return UserError(f"cannot write {path}: {why}")
+
+
+_explain = explain_os_error  # old name
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (best effort: not every OS can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -36,19 +72,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
-        raise _explain(path, e) from e
+        raise explain_os_error(path, e) from e
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        try:  # mkstemp makes 0600 files; give the result the mode a plain open() would
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+            os.chmod(tmp_path, mode)
+        except OSError:
+            pass
         os.replace(tmp_path, path)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)
-        raise _explain(path, e) from e
+        raise explain_os_error(path, e) from e
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -62,3 +104,21 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files that ``atomic_path`` left in ``folder`` (not below it) when its
+    process was killed. Only call this while no other process writes into ``folder``."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if _TEMP.match(p.name) and p.is_file() and not p.is_symlink():
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed

@@ -39,3 +39,19 @@ def parse_list(text: str, option: str) -> list[str]:
     if not items:
         raise UserError(f"{option} {text!r}: give a comma-separated list")
     return items
+
+
+def check_finite(value: float, option: str) -> float:
+    import math
+
+    if not math.isfinite(value):
+        raise UserError(f"{option} {value}: must be a finite number")
+    return value
+
+
+def check_regex(pattern: str, option: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise UserError(f"{option} {pattern!r}: not a valid regular expression ({e})") from e
+    return pattern

@@ -46,71 +46,89 @@ def train_cmd(
     name: Annotated[Optional[str], typer.Option(help="Run folder name.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder.")] = None,
 ) -> None:
-    """Train a U-Net with the chosen block; writes a run folder (see DESIGN.md)."""
+    """Train a U-Net with the chosen block; writes a run folder (see DESIGN.md).
+
+    With --nproc N (or under torchrun) N processes train one model with
+    DistributedDataParallel; --batch-size is per process.
+    """
+    from lkmseg.cli.options import check_finite, check_regex, parse_duration
+
+    check_finite(lr, "--lr")
+    if group_pattern is not None:
+        check_regex(group_pattern, "--group-pattern")
+    budget = parse_duration(time_budget) if time_budget else None
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from lkmseg.train.distributed import launch
+
+        raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
     from rich.console import Console
 
-    from lkmseg.cli.options import parse_duration, parse_size
+    from lkmseg.cli.options import parse_size
     from lkmseg.config import RunConfig, TrainConfig, load_config
     from lkmseg.models import ModelConfig, parse_block
     from lkmseg.train.loop import train_run
 
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        _launch_torchrun(nproc)
-    budget = parse_duration(time_budget) if time_budget else None
-    if resume is not None:
-        cfg = load_config(resume)
-        if steps or epochs or budget:  # extend or change the stopping rule
-            cfg.train.steps, cfg.train.epochs, cfg.train.time_budget_s = steps, epochs, budget
-    else:
-        spec = parse_block(block, kernel)
-        cfg = RunConfig(model=ModelConfig(block=spec.name, width=width, depth=depth),
-                        size=parse_size(size),
-                        train=TrainConfig(batch_size=batch_size, lr=lr, epochs=epochs,
-                                          steps=steps, time_budget_s=budget,
-                                          val_every=val_every, amp=amp,
-                                          channels_last=channels_last, compile=compile,
-                                          workers=workers, seed=seed, val_frac=val_frac,
-                                          augment=augment, ckpt_every=ckpt_every,
-                                          sync_bn=sync_bn, skip_bad=skip_bad,
-                                          group_pattern=group_pattern))
-    console = Console(soft_wrap=True)
-    run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        if resume is not None:
+            cfg = load_config(resume)
+            if steps or epochs or budget:  # extend or change the stopping rule
+                cfg.train.steps, cfg.train.epochs, cfg.train.time_budget_s = steps, epochs, budget
+        else:
+            spec = parse_block(block, kernel)
+            cfg = RunConfig(model=ModelConfig(block=spec.name, width=width, depth=depth),
+                            size=parse_size(size),
+                            train=TrainConfig(batch_size=batch_size, lr=lr, epochs=epochs,
+                                              steps=steps, time_budget_s=budget,
+                                              val_every=val_every, amp=amp,
+                                              channels_last=channels_last, compile=compile,
+                                              workers=workers, seed=seed, val_frac=val_frac,
+                                              augment=augment, ckpt_every=ckpt_every,
+                                              sync_bn=sync_bn, skip_bad=skip_bad,
+                                              group_pattern=group_pattern))
+        console = Console(soft_wrap=True)
+        run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
+    except UserError:
+        if rank != 0:  # rank 0 reports it (errors are agreed on by all ranks, or rank 0's)
+            raise typer.Exit(2) from None
+        raise
+    finally:
+        _leave_process_group()
+    if rank == 0:
+        _report(console, run_dir, summary)
+
+
+def _report(console, run_dir: Path, summary: dict) -> None:
     if summary["status"] == "interrupted":
+        more = f" --nproc {summary['world_size']}" if summary["world_size"] > 1 else ""
         console.print(f"interrupted at step {summary['steps']}; checkpoint saved. "
-                      f"Resume with: lkmseg train --resume {run_dir}")
+                      f"Resume with: lkmseg train --resume {run_dir}{more}", highlight=False)
         return
     full = summary["val_dice_full_res"]
     console.print(f"done: {run_dir} | best val dice {summary['best_val_dice']:.4f}"
                   + (f" (full-res {full:.4f})" if full is not None else "")
                   + f" | {summary['images_per_s']:.1f} img/s train, "
                   f"{summary['loader_images_per_s']:.0f} img/s loader | "
-                  f"{summary['train_seconds']:.0f} s")
+                  f"{summary['train_seconds']:.0f} s", highlight=False)
 
 
-def _launch_torchrun(nproc: int) -> None:
-    """Re-run this command under torchrun with ``nproc`` processes, then exit with its code."""
-    import subprocess
-
-    args = [a for a in sys.argv[1:]]
+def _without_nproc(args: list[str]) -> list[str]:
     cleaned, skip = [], False
     for a in args:
         if skip:
             skip = False
-            continue
-        if a == "--nproc":
+        elif a == "--nproc":
             skip = True
-            continue
-        if a.startswith("--nproc="):
-            continue
-        cleaned.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "-m", "lkmseg", *cleaned]
-    try:
-        raise SystemExit(subprocess.call(cmd))
-    except FileNotFoundError as e:
-        raise UserError(f"cannot launch torchrun ({e}); run torchrun yourself") from e
+        elif not a.startswith("--nproc="):
+            cleaned.append(a)
+    return cleaned
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def register(app: typer.Typer) -> None:

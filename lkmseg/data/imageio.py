@@ -1,26 +1,35 @@
 """Reading images and masks robustly: every failure becomes a UserError naming the file.
 
-Images: 8-bit RGB, grayscale, RGBA (alpha dropped), palette; 16-bit images are scaled to
-8 bits. Returned as RGB uint8 (H, W, 3). Masks: any single-channel or colour image,
-binarised (> 127 after conversion to 8-bit grey) to uint8 {0, 1}. OpenCV decodes first;
-Pillow is the fallback (GIF on old OpenCV builds, odd TIFFs).
+Images: 8-bit RGB, grayscale, RGBA (alpha dropped), palette, CMYK; 16-bit images are
+scaled to 8 bits. Returned as RGB uint8 (H, W, 3). Masks: any single-channel or colour
+image, returned as uint8 {0, 1} (H, W): a mask whose values reach the upper half of its
+range (0/255, anti-aliased, JPEG noise) is thresholded at the middle; a mask whose values
+all stay in the lower half (0/1 masks, small label ids) counts every non-zero pixel as
+foreground. The header is read first, so a file claiming absurd dimensions is refused
+before any pixel memory is allocated. OpenCV decodes; Pillow handles what OpenCV cannot
+(GIF on old OpenCV builds, truncated files, odd TIFFs) and reports what is wrong.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lkmseg.errors import UserError
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_PIXELS = 100_000_000  # refuse absurd dimensions instead of exhausting memory
 
-from lkmseg.errors import UserError  # noqa: E402
-
 _CV_GIF = tuple(int(x) for x in cv2.__version__.split(".")[:2]) >= (4, 7)
+# We report every decoding failure ourselves (one line naming the file); OpenCV's own log
+# lines and Pillow's decompression-bomb warning would only add noise on stderr.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _check_file(path: Path) -> None:
@@ -32,6 +41,16 @@ def _check_file(path: Path) -> None:
         raise UserError(f"{path}: permission denied; make it readable (chmod +r)")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file (0 bytes); replace or remove it")
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    _check_file(path)
+    try:
+        return np.fromfile(str(path), dtype=np.uint8)
+    except PermissionError as e:
+        raise UserError(f"{path}: permission denied; make it readable (chmod +r)") from e
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e}); check the file") from e
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
@@ -46,14 +65,50 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(a / (hi if hi > 1 else 1.0) * 255.0, 0, 255).astype(np.uint8)
 
 
+def _check_dimensions(path: Path, data: np.ndarray) -> None:
+    """Read only the header (Pillow opens lazily) and refuse absurd sizes before decoding."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            w, h = im.size
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{path}: image dimensions are too large (> {MAX_PIXELS // 1_000_000} "
+                        "MP); downscale it first") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return  # a format Pillow does not know: OpenCV may still read it (and has a limit)
+    if w * h > MAX_PIXELS:
+        raise UserError(f"{path}: {w}x{h} is too large (> {MAX_PIXELS // 1_000_000} MP); "
+                        "downscale it first")
+    if w * h == 0:
+        raise UserError(f"{path}: image has no pixels ({w}x{h}); replace or remove it")
+
+
+def _looks_truncated(path: Path, data: np.ndarray) -> bool:
+    """Files whose end marker is missing go to Pillow, which reports the truncation
+    cleanly (OpenCV decodes a truncated JPEG with a grey bottom and prints libpng errors)."""
+    tail = data[-16:].tobytes()
+    ext = path.suffix.lower()
+    if ext in (".jpg", ".jpeg"):
+        return b"\xff\xd9" not in tail
+    if ext == ".png":
+        return b"IEND" not in tail
+    if ext == ".gif":
+        return not tail.rstrip(b"\x00").endswith(b";")
+    return False
+
+
 def _decode(path: Path, flags: int) -> np.ndarray:
-    _check_file(path)
-    data = np.fromfile(str(path), dtype=np.uint8)
+    data = _read_bytes(path)
+    _check_dimensions(path, data)
     img = None
-    if path.suffix.lower() != ".gif" or _CV_GIF:
-        img = cv2.imdecode(data, flags)
-    if img is None or _looks_truncated(path, data):
-        img = _decode_pillow(path)
+    if (path.suffix.lower() != ".gif" or _CV_GIF) and not _looks_truncated(path, data):
+        try:
+            img = cv2.imdecode(data, flags)
+        except cv2.error:  # e.g. its own pixel limit on a format Pillow could not parse
+            img = None
+    if img is None:
+        img = _decode_pillow(path, data)
     if img.size == 0:
         raise UserError(f"{path}: image has no pixels; replace or remove it")
     if img.shape[0] * img.shape[1] > MAX_PIXELS:
@@ -62,25 +117,27 @@ def _decode(path: Path, flags: int) -> np.ndarray:
     return img
 
 
-def _looks_truncated(path: Path, data: np.ndarray) -> bool:
-    """OpenCV silently decodes truncated JPEGs (grey bottom); detect the missing EOI."""
-    if path.suffix.lower() in (".jpg", ".jpeg") and data.size > 2:
-        tail = data[-16:].tobytes()
-        return b"\xff\xd9" not in tail
-    return False
+def _decode_pillow(path: Path, data: np.ndarray) -> np.ndarray:
+    """Decode with Pillow; colour comes back BGR(A) like OpenCV, deep greys keep their depth."""
+    import io
 
-
-def _decode_pillow(path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
             im.load()
-            if im.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1", "I;16", "I", "F"):
-                im = im.convert("RGBA" if "A" in im.mode else
-                             ("L" if im.mode in ("1", "I;16", "I", "F") else "RGB"))
-            a = np.asarray(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                a = np.asarray(im)
+                a = a.astype(np.uint16) if im.mode.startswith("I;16") else a
+            else:
+                if im.mode not in ("L", "RGB"):
+                    im = im.convert("L" if im.mode == "1" else
+                                    ("RGBA" if "A" in im.mode or "transparency" in im.info
+                                     else "RGB"))
+                a = np.asarray(im)
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{path}: image dimensions are too large; downscale it first") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{path}: corrupt or not an image ({e.__class__.__name__}); "
-                        "replace or remove it") from e
+        why = "truncated" if "truncated" in str(e).lower() else e.__class__.__name__
+        raise UserError(f"{path}: corrupt or not an image ({why}); replace or remove it") from e
     if a.ndim == 3 and a.shape[2] == 4:
         a = a[..., :3]
     if a.ndim == 3:  # Pillow gives RGB; return BGR like OpenCV for one code path
@@ -101,13 +158,25 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1])  # BGR -> RGB
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as uint8 {0, 1} (H, W): pixels > 127 (8-bit grey) are foreground."""
-    path = Path(path)
-    m = _to_uint8(_decode(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH))
-    if m.ndim == 3:  # Pillow fallback may return colour
+def binarize_mask(m: np.ndarray) -> np.ndarray:
+    """Any mask array (H, W[, C]) -> uint8 {0, 1}; see the module docstring for the rule."""
+    if m.ndim == 3:  # colour mask: a pixel is as bright as its brightest channel
         m = m[..., :3].max(axis=2)
-    return (m > 127).astype(np.uint8)
+    if m.dtype == bool:
+        return m.astype(np.uint8)
+    if np.issubdtype(m.dtype, np.integer):
+        half = (int(np.iinfo(m.dtype).max) + 1) // 2
+    else:
+        half = 0.5 if float(m.max(initial=0)) <= 1.0 else 128.0
+    if m.size and m.max() >= half:
+        return (m >= half).astype(np.uint8)
+    return (m > 0).astype(np.uint8)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask file as uint8 {0, 1} (H, W)."""
+    path = Path(path)
+    return binarize_mask(_decode(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH))
 
 
 def is_image_file(path: Path) -> bool:

@@ -1,9 +1,12 @@
 """Batches for training from the in-memory uint8 cache.
 
 Batch ``step`` is a pure function of (seed, step): the epoch permutation is seeded by
-(seed, epoch) and the augmentation by (seed, step). Resuming at step N therefore sees
-exactly the batches an uninterrupted run would, with no RNG state to save. A background
-thread prepares the next batches while the model trains on the current one.
+(seed, epoch) and each sample's augmentation by (seed, step, its place in the global batch).
+Resuming at step N therefore sees exactly the batches an uninterrupted run would, with no
+RNG state to save; and N processes with batch size b, each taking its shard of the global
+batch, see exactly what one process with batch size N*b sees (same images, same
+augmentation, same order). A background thread prepares the next batches while the model
+trains on the current one.
 """
 
 from __future__ import annotations
@@ -49,17 +52,26 @@ class BatchSource:
         glob = perm[k * self.global_batch:(k + 1) * self.global_batch]
         return glob[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
+    def sample_seed(self, step: int, position: int) -> int:
+        """Seed of the augmentation of the sample at ``position`` in global batch ``step``."""
+        ss = np.random.SeedSequence([self.seed % 2**63, step, position])
+        return int(ss.generate_state(1, np.uint64)[0] >> 1)
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) float in [0, 1] and (B, 1, H, W) float {0, 1} on ``device``."""
         t0 = time.perf_counter()
-        idx = np.sort(self.indices(step))
+        idx = self.indices(step)  # in global-batch order: shards concatenate to the batch
         img = torch.from_numpy(self.images[idx]).to(self.device, non_blocking=True)
         msk = torch.from_numpy(self.masks[idx]).to(self.device, non_blocking=True)
         img = img.permute(0, 3, 1, 2).float().div_(255.0)
         msk = msk[:, None].float()
-        if self.augment:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-            img, msk = augment_batch(img, msk, gen)
+        if self.augment:  # per sample, so a sample's augmentation does not depend on the rank
+            first = self.rank * self.batch_size
+            pairs = [augment_batch(img[i:i + 1], msk[i:i + 1],
+                                   torch.Generator().manual_seed(self.sample_seed(step, first + i)))
+                     for i in range(img.shape[0])]
+            img = torch.cat([p[0] for p in pairs])
+            msk = torch.cat([p[1] for p in pairs])
         self.busy_s += time.perf_counter() - t0
         self.produced += img.shape[0]
         return img, msk

@@ -25,13 +25,27 @@ from lkmseg.config import RunConfig
 from lkmseg.data.cache import cache_root
 from lkmseg.data.loader import BatchSource, Prefetcher
 from lkmseg.errors import UserError
-from lkmseg.fsutil import write_json
+from lkmseg.fsutil import explain_os_error, remove_stale_temps, write_json
 from lkmseg.models import build_model, count_params
 from lkmseg.train import checkpoint as ckpt
+from lkmseg.train.distributed import (
+    PeerFailed,
+    all_max,
+    broadcast_buffers,
+    broadcast_flag,
+    convert_sync_bn,
+    decide_on_rank0,
+    rank0_first,
+)
 from lkmseg.train.logs import TRAIN_FIELDS, VAL_FIELDS, CsvLog
 from lkmseg.train.losses import bce_dice_loss, dice_per_image
-from lkmseg.train.runtime import (Runtime, choose_amp, choose_channels_last, init_distributed,
-                                  resolve_device)
+from lkmseg.train.runtime import (
+    Runtime,
+    choose_amp,
+    choose_channels_last,
+    init_distributed,
+    resolve_device,
+)
 
 MAX_BAD_STEPS = 20
 
@@ -104,8 +118,11 @@ def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, rt: Runtim
 class _StopFlag:
     """SIGINT/SIGTERM set a flag; the loop checkpoints and exits at the next step."""
 
+    REPEAT_S = 1.0  # a repeat this soon is the same request (a launcher forwarding it too)
+
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._at = 0.0
         self._old: dict[int, object] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -117,9 +134,11 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.signal is not None:  # second Ctrl-C: give up waiting
-            raise KeyboardInterrupt
-        self.signal = signum
+        if self.signal is not None:
+            if time.monotonic() - self._at < self.REPEAT_S:
+                return
+            raise KeyboardInterrupt  # a second Ctrl-C: give up waiting
+        self.signal, self._at = signum, time.monotonic()
 
     def __exit__(self, *exc: object) -> None:
         for s, h in self._old.items():
@@ -145,9 +164,13 @@ def _build_runtime(cfg: RunConfig, device_name: str, model: nn.Module) -> Runtim
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cl = choose_channels_last(str(cfg.train.channels_last), model, device,
-                              (cfg.train.batch_size, *cfg.size), amp,
-                              cache_file=cache_root() / "autotune.json")
+    cl = False
+    if rank == 0 or str(cfg.train.channels_last).lower() != "auto":
+        cl = choose_channels_last(str(cfg.train.channels_last), model, device,
+                                  (cfg.train.batch_size, *cfg.size), amp,
+                                  cache_file=cache_root() / "autotune.json")
+    # DDP needs the same parameter layout on every rank: rank 0's measurement decides.
+    cl = broadcast_flag(cl, device if device.type == "cuda" else torch.device("cpu"))
     return Runtime(device, amp, scaler, cl, rank, world)
 
 
@@ -157,11 +180,12 @@ class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, data, device: str,
                  resume: bool, console) -> None:
         self.cfg, self.run_dir, self.data, self.console = cfg, run_dir, data, console
+        self.error: UserError | None = None  # a rank-0 write that failed (see _io)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
         self.rt = rt = _build_runtime(cfg, device, model)
         if rt.world > 1 and cfg.train.sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_bn(model, rt.device)
         model = model.to(rt.device)
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -181,31 +205,63 @@ class Trainer:
         self.source = BatchSource(data.train_images, data.train_masks, cfg.train.batch_size,
                                   cfg.train.seed, cfg.train.augment, rt.device, rt.rank, rt.world)
         self.total = total_steps(cfg, self.source.steps_per_epoch)
-        keep = self.state.step if resume else None
-        self.tlog = CsvLog(run_dir / "train_log.csv", TRAIN_FIELDS, keep) if rt.is_main else None
-        self.vlog = CsvLog(run_dir / "val_log.csv", VAL_FIELDS, keep) if rt.is_main else None
+        self.tlog = self.vlog = None
+        if rt.is_main:  # only rank 0 writes files
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise explain_os_error(run_dir, e) from e
+            if resume:
+                remove_stale_temps(run_dir)  # left by a process killed while saving
+            keep = self.state.step if resume else None
+            self.tlog = CsvLog(run_dir / "train_log.csv", TRAIN_FIELDS, keep)
+            self.vlog = CsvLog(run_dir / "val_log.csv", VAL_FIELDS, keep)
 
     def warn(self, msg: str) -> None:
+        if not self.rt.is_main:
+            return
         if self.console is not None:
             self.console.print(f"[yellow]warning: {msg}[/]")
         else:
             print(f"warning: {msg}", file=sys.stderr)
 
     def _load_state(self) -> None:
-        st = ckpt.load_state(self.run_dir)
+        d = self.run_dir
+        if not any((d / f).is_file() for f in (ckpt.STATE, ckpt.LAST, ckpt.BEST)):
+            # stopped (e.g. killed) before its first checkpoint: nothing to lose by restarting
+            self.warn(f"{d}: no checkpoint yet; training this run from step 0")
+            return
+        st = ckpt.load_state(d)
         try:
             self.model.load_state_dict(st["model"])
             self.opt.load_state_dict(st["optimizer"])
             if "scaler" in st and st["scaler"]:
                 self.scaler.load_state_dict(st["scaler"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(f"{self.run_dir / ckpt.STATE}: does not match config.json "
+            s = st["progress"]
+            self.state = State(step=int(s["step"]), elapsed_s=float(s["elapsed_s"]),
+                               step_time_s=float(s.get("step_time_s", 0.0)),
+                               best_dice=float(s["best_dice"]), best_step=int(s["best_step"]),
+                               last_dice=float(s["last_dice"]))
+            world_then = int(s.get("world_size", 1))
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise UserError(f"{d / ckpt.STATE}: does not match config.json "
                             f"({type(e).__name__}); start a new run") from e
-        s = st["progress"]
-        self.state = State(step=int(s["step"]), elapsed_s=float(s["elapsed_s"]),
-                           step_time_s=float(s.get("step_time_s", 0.0)),
-                           best_dice=float(s["best_dice"]), best_step=int(s["best_step"]),
-                           last_dice=float(s["last_dice"]))
+        if world_then != self.rt.world:
+            self._rebatch(world_then)
+
+    def _rebatch(self, world_then: int) -> None:
+        """Resuming with another number of processes: keep the global batch (and so the
+        sequence of batches) by changing the per-process batch size."""
+        t, world = self.cfg.train, self.rt.world
+        glob = t.batch_size * world_then
+        if glob % world:
+            raise UserError(f"{self.run_dir}: trained with {world_then} process(es) x batch "
+                            f"{t.batch_size}; resume with --nproc {world_then} (or a number of "
+                            f"processes that divides the global batch {glob})")
+        self.warn(f"resuming a {world_then}-process run with {world} process(es): "
+                  f"batch size per process {t.batch_size} -> {glob // world} "
+                  f"(global batch {glob} unchanged)")
+        t.batch_size = glob // world
 
     # ---------------------------------------------------------------- progress & stopping
 
@@ -228,6 +284,30 @@ class Trainer:
             return self.state.step - last_val_step >= max(1, self.total // 10)
         return self.state.elapsed_s - last_val_time >= (t.time_budget_s or 600) / 10
 
+    def sync(self, stop: _StopFlag) -> bool:
+        """Make all ranks agree before they decide anything: on a stop request (any rank's),
+        on the elapsed time (the slowest rank's: learning rate, validation and the end of a
+        --time-budget run depend on it) and on a failed write (any rank's). Returns True
+        when training should stop for a signal."""
+        flags = all_max([float(stop.signal is not None), self.state.elapsed_s,
+                         float(self.error is not None)], self.rt.device)
+        self.state.elapsed_s = flags[1]
+        if flags[2] > 0:
+            if self.error is not None:
+                raise self.error
+            raise PeerFailed("another training process failed")
+        return flags[0] > 0
+
+    def _io(self, fn, *args, **kw) -> None:
+        """Run a rank-0 write. Under DDP its UserError (disk full...) is held until the next
+        ``sync`` so that every rank stops there together instead of waiting forever."""
+        try:
+            fn(*args, **kw)
+        except UserError as e:
+            if self.rt.world == 1:
+                raise
+            self.error = self.error or e
+
     # ---------------------------------------------------------------- one step
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -245,8 +325,7 @@ class Trainer:
         if _agree(not bool(torch.isfinite(loss.detach()).item()), rt):
             self.state.bad_steps += 1
             self.state.skipped_steps += 1
-            if rt.is_main:
-                self.warn(f"non-finite loss at step {self.state.step}; step skipped")
+            self.warn(f"non-finite loss at step {self.state.step}; step skipped")
             if self.state.bad_steps >= MAX_BAD_STEPS:
                 self.checkpoint()
                 raise UserError(f"loss was NaN/inf for {MAX_BAD_STEPS} steps in a row "
@@ -259,28 +338,43 @@ class Trainer:
         self.scaler.update()
         return float(loss.detach())
 
+    def log_step(self, loss: float, images_per_s: float, elapsed_s: float) -> None:
+        if self.tlog is not None:
+            st = self.state
+            self._io(self.tlog.write, step=st.step, epoch=st.step / self.source.steps_per_epoch,
+                     elapsed_s=round(elapsed_s, 3), images_per_s=round(images_per_s, 2),
+                     loss=loss, lr=self.opt.param_groups[0]["lr"])
+
     # ---------------------------------------------------------------- validation & saving
 
     def validate(self) -> float:
-        d = self.data
-        dice = evaluate(self.net if self.rt.world == 1 else self.model, d.val_images,
-                        d.val_masks, self.rt, threshold=self.cfg.threshold)
+        d, rt = self.data, self.rt
+        broadcast_buffers(self.model)  # evaluate (and save) rank 0's BatchNorm statistics
+        dice = evaluate(self.net if rt.world == 1 else self.model, d.val_images,
+                        d.val_masks, rt, threshold=self.cfg.threshold)
         st = self.state
         st.last_dice = dice
-        if self.rt.is_main:
-            seen = st.step * self.cfg.train.batch_size * self.rt.world
-            self.vlog.write(step=st.step, elapsed_s=round(st.elapsed_s, 3), dice=dice,
-                            images_seen=seen, epoch=st.step / self.source.steps_per_epoch)
-            if dice > st.best_dice:
-                st.best_dice, st.best_step = dice, st.step
-                ckpt.save_weights(self.run_dir / ckpt.BEST, self.model,
-                                  {"step": st.step, "dice": dice, "block": self.cfg.model.block})
+        if dice > st.best_dice:
+            st.best_dice, st.best_step = dice, st.step
+        if rt.is_main:
+            self._io(self._write_val, dice)
         return dice
+
+    def _write_val(self, dice: float) -> None:
+        st = self.state
+        seen = st.step * self.cfg.train.batch_size * self.rt.world
+        self.vlog.write(step=st.step, elapsed_s=round(st.elapsed_s, 3), dice=dice,
+                        images_seen=seen, epoch=st.step / self.source.steps_per_epoch)
+        if st.best_step == st.step:
+            ckpt.save_weights(self.run_dir / ckpt.BEST, self.model,
+                              {"step": st.step, "dice": dice, "block": self.cfg.model.block})
 
     def checkpoint(self) -> None:
         """Write last weights and the full training state (rank 0, atomically)."""
-        if not self.rt.is_main:
-            return
+        if self.rt.is_main:
+            self._io(self._write_checkpoint)
+
+    def _write_checkpoint(self) -> None:
         st = self.state
         ckpt.save_weights(self.run_dir / ckpt.LAST, self.model, {"step": st.step})
         ckpt.save_state(self.run_dir, {
@@ -288,7 +382,8 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.rt.use_scaler else {},
             "progress": {"step": st.step, "elapsed_s": st.elapsed_s,
                          "step_time_s": st.step_time_s, "best_dice": st.best_dice,
-                         "best_step": st.best_step, "last_dice": st.last_dice}})
+                         "best_step": st.best_step, "last_dice": st.last_dice,
+                         "world_size": self.rt.world}})
 
     def close(self) -> None:
         for log in (self.tlog, self.vlog):
@@ -333,8 +428,13 @@ def _summary(tr: Trainer, status: str, loader_ips: float, full_res: float | None
 
 
 def _bar(console, total: float, by_time: bool):
-    from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     unit = "[progress.percentage]{task.percentage:>3.0f}%" if by_time else \
         "{task.fields[step]}/{task.total:.0f}"
@@ -354,8 +454,11 @@ def run_loop(tr: Trainer, stop: _StopFlag, bar, task) -> str:
     status = "complete"
     try:
         tr.model.train()
-        while not _agree(tr.done(), rt):
-            if _agree(stop.signal is not None, rt):
+        while True:
+            stopping = tr.sync(stop)  # every rank takes the decisions below identically
+            if tr.done():
+                break
+            if stopping:
                 status = "interrupted"
                 break
             t0 = time.perf_counter()
@@ -366,13 +469,11 @@ def run_loop(tr: Trainer, stop: _StopFlag, bar, task) -> str:
             st.step_time_s += dt
             n = cfg.train.batch_size * rt.world
             ips = n / dt if math.isnan(ips) else 0.8 * ips + 0.2 * n / dt
-            if rt.is_main:
-                tr.tlog.write(step=st.step, epoch=st.step / tr.source.steps_per_epoch,
-                              elapsed_s=round(st.elapsed_s + time.perf_counter() - t_prev, 3),
-                              images_per_s=round(ips, 2), loss=loss, lr=tr.opt.param_groups[0]["lr"])
+            tr.log_step(loss, ips, st.elapsed_s + time.perf_counter() - t_prev)
             now = time.perf_counter()
             st.elapsed_s += now - t_prev
             t_prev = now
+            tr.sync(stop)
             if tr.val_due(*last_val):
                 tr.validate()
                 last_val = (st.step, st.elapsed_s)
@@ -390,13 +491,18 @@ def run_loop(tr: Trainer, stop: _StopFlag, bar, task) -> str:
     if status == "complete" and last_val[0] != st.step:
         tr.validate()
     tr.checkpoint()
+    tr.sync(stop)  # surfaces a failed final write on every rank
     return status
 
 
 def new_run_dir(out: Path, name: str | None, cfg: RunConfig) -> Path:
     base = name or f"{cfg.model.block}_{cfg.size[0]}x{cfg.size[1]}_{time.strftime('%Y%m%d-%H%M%S')}"
+    if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
+        raise UserError(f"--name {name!r}: give a plain folder name (no '/'), e.g. --name r1")
     d, i = Path(out) / base, 1
-    while d.exists() and any(d.iterdir()):
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; choose another --out")
+    while d.exists() and (not d.is_dir() or any(d.iterdir())):
         if name:
             raise UserError(f"{d}: run folder exists; choose another --name or "
                             f"continue it with --resume {d}")
@@ -427,19 +533,25 @@ def _prepare_data(cfg: RunConfig, data_dir: Path | None, console, is_main: bool)
 def train_run(cfg: RunConfig, data_dir: str | Path | None = None, out: str | Path = "runs",
               name: str | None = None, device: str = "auto", resume: str | Path | None = None,
               console=None) -> tuple[Path, dict]:
-    """Train (or resume) one run; returns (run_dir, summary). ``console``: a rich Console."""
+    """Train (or resume) one run; returns (run_dir, summary). ``console``: a rich Console.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this: rank 0 picks the run folder and
+    builds the data cache first, the others follow; only rank 0 writes into the run folder.
+    """
+    resolve_device(device)  # a bad --device fails before any work
+    rank, _, _ = init_distributed(device)  # joins the process group under torchrun
+    is_main = rank == 0
     if resume is not None:
         run_dir = Path(resume)
         if data_dir is None and cfg.data.get("layout") != "synthetic":
             data_dir = cfg.data.get("source")
     else:
-        run_dir = new_run_dir(Path(out), name, cfg)
-    is_main = int(__import__("os").environ.get("RANK", "0")) == 0
-    prep = _prepare_data(cfg, Path(data_dir) if data_dir else None, console, is_main)
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", cfg.to_dict())
+        run_dir = decide_on_rank0(lambda: new_run_dir(Path(out), name, cfg))
+    prep = rank0_first(lambda: _prepare_data(cfg, Path(data_dir) if data_dir else None,
+                                              console, is_main))
     tr = Trainer(cfg, run_dir, prep, device, resume is not None, console)
+    if is_main:  # written once the run can start: a failed start leaves no half-made folder
+        write_json(run_dir / "config.json", cfg.to_dict())
     if console is not None and tr.rt.is_main:
         console.print(prep.describe())
         console.print(f"run {run_dir}: block {cfg.model.block}, "
