@@ -277,12 +277,14 @@ class Trainer:
         return self.progress() >= 1.0
 
     def val_due(self, last_val_step: int, last_val_time: float) -> bool:
-        t = self.cfg.train
-        if t.val_every:
-            return self.state.step - last_val_step >= t.val_every
-        if self.total and not t.time_budget_s:
-            return self.state.step - last_val_step >= max(1, self.total // 10)
-        return self.state.elapsed_s - last_val_time >= (t.time_budget_s or 600) / 10
+        """Validation falls on multiples of the interval (steps, or seconds under a time
+        budget), so a resumed run validates where an uninterrupted one would."""
+        t, st = self.cfg.train, self.state
+        if t.val_every or (self.total and not t.time_budget_s):
+            every = t.val_every or max(1, self.total // 10)
+            return st.step // every > last_val_step // every
+        every = (t.time_budget_s or 600) / 10
+        return st.elapsed_s // every > last_val_time // every
 
     def sync(self, stop: _StopFlag) -> bool:
         """Make all ranks agree before they decide anything: on a stop request (any rank's),
