@@ -66,8 +66,9 @@ def export_cmd(
     size: Annotated[str | None, typer.Option(help="Example/opt input HxW [training size].")] = None,
     batch: Annotated[int, typer.Option(help="Example/opt batch (static: the batch).")] = 1,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
-    trt_precision: Annotated[str, typer.Option(help="TensorRT engine precision: fp32|fp16.")] = "fp32",
-    max_batch: Annotated[int | None, typer.Option(help="TensorRT profile max batch [max(batch,8)].")] = None,
+    trt_precision: Annotated[str, typer.Option(help="TensorRT precision: fp32|fp16.")] = "fp32",
+    max_batch: Annotated[int | None,
+                         typer.Option(help="TensorRT profile max batch [max(batch, 8)].")] = None,
     workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 4.0,
     parity_images: Annotated[int, typer.Option(help="Images used for the parity check.")] = 16,
     out: Annotated[Path | None, typer.Option(help="Output folder [RUN/export].")] = None,
@@ -88,7 +89,8 @@ def export_cmd(
                          batch=batch, opset=opset, trt_precision=trt_precision.lower(),
                          max_batch=max_batch, workspace_gib=workspace,
                          parity_images=parity_images, out_dir=out)
-    result = export_run(run, opts, strict=False, log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
+    result = export_run(run, opts, strict=False,
+                        log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
     print_report(result.report)
     for key, path in result.files.items():
         typer.echo(f"{key}: {path}")

@@ -9,21 +9,34 @@ from typing import Annotated
 import typer
 
 
-def _progress_factory(console):  # noqa: ANN001, ANN202
+def _progress_factory(console):
     """A rich progress bar per run; returns (factory, stop)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     prog = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                     transient=True)
 
+    started = []
+
     def start(total: int | None) -> Callable[[int], None]:
         prog.start()
+        started.append(True)
         task = prog.add_task("predict", total=total)
         return lambda n: prog.advance(task, n)
 
-    return start, prog.stop
+    def stop() -> None:
+        if started:
+            prog.stop()
+
+    return start, stop
 
 
 def predict_cmd(
@@ -66,7 +79,8 @@ def predict_cmd(
         stop()
     for note in s.skipped_engines:
         console.print(f"[dim]auto skipped {escape(note)}[/]")
-    t = Table(title=escape(f"predict {s.kind} {s.source} with {s.engine}"))
+    typer.echo(f"engine: {s.engine}", err=True)
+    t = Table(title=escape(f"predict {s.kind} {s.source}"))
     for col in ("frames", "wall s", "end-to-end frames/s", "engine frames/s"):
         t.add_column(col, justify="right")
     t.add_row(str(s.frames), f"{s.seconds:.2f}", f"{s.fps:.1f}", f"{s.engine_fps:.1f}")

@@ -71,7 +71,7 @@ class VideoReader:
     def close(self) -> None:
         self._cap.release()
 
-    def __enter__(self) -> VideoReader:
+    def __enter__(self) -> VideoReader:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -133,7 +133,7 @@ class VideoWriter:
         """Discard the partial video (the final name is left untouched)."""
         self._abort()
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> VideoWriter:  # noqa: PYI034
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

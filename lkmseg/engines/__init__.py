@@ -5,8 +5,13 @@
 """
 
 from lkmseg.engines.base import PRECISIONS, Engine
-from lkmseg.engines.factory import (ENGINE_NAMES, auto_plan, canonical_name, engine_class,
-                                    load_engine)
+from lkmseg.engines.factory import (
+                                    ENGINE_NAMES,
+                                    auto_plan,
+                                    canonical_name,
+                                    engine_class,
+                                    load_engine,
+)
 from lkmseg.engines.source import ModelSource, resolve_model
 
 __all__ = ["ENGINE_NAMES", "PRECISIONS", "Engine", "ModelSource", "auto_plan",

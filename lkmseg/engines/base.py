@@ -85,10 +85,10 @@ class Engine(ABC):
         extra = f", {self.detail}" if self.detail else ""
         return f"{self.name} ({self.precision}, {self.device}{extra})"
 
-    def close(self) -> None:  # noqa: B027 — optional for subclasses
+    def close(self) -> None:
         """Release runtime resources (sessions, contexts, GPU memory)."""
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Engine:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:

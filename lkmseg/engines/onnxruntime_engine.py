@@ -55,7 +55,7 @@ def session_options(threads: int | None = None, spinning: bool = True) -> Any:
     return so
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def provider_works(provider: str) -> tuple[bool, str]:
     """Whether ``provider`` is compiled in *and* loads (its CUDA/TensorRT libraries exist)."""
     try:
@@ -133,8 +133,7 @@ class OnnxRuntimeEngine(Engine):
                  spinning: bool = True) -> None:
         import onnxruntime as ort
 
-        from lkmseg.export.onnx_export import (config_from_metadata, load_onnx,
-                                               read_metadata)
+        from lkmseg.export.onnx_export import config_from_metadata, load_onnx, read_metadata
 
         super().__init__()
         self.path = Path(path)
@@ -148,7 +147,7 @@ class OnnxRuntimeEngine(Engine):
             self.session = ort.InferenceSession(proto.SerializeToString(),
                                                 session_options(threads, spinning),
                                                 providers=provs)
-        except Exception as e:  # noqa: BLE001 — onnxruntime raises its own Fail/Invalid* types
+        except Exception as e:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"{self.path}: onnxruntime cannot load this model "
                             f"({type(e).__name__}: {first}); re-export it") from e

@@ -13,8 +13,13 @@ from lkmseg.config import RunConfig
 from lkmseg.engines.base import Engine
 from lkmseg.engines.source import ModelSource, sidecar_path
 from lkmseg.errors import UserError
-from lkmseg.export.tensorrt_build import (ProfileShapes, check_compatible, current_gpu,
-                                          require_tensorrt, tensorrt_status)
+from lkmseg.export.tensorrt_build import (
+    ProfileShapes,
+    check_compatible,
+    current_gpu,
+    require_tensorrt,
+    tensorrt_status,
+)
 
 
 def read_sidecar(engine_path: Path) -> dict:

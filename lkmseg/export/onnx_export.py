@@ -141,7 +141,8 @@ def _dynamic_shapes(dynamic: bool):
 def _name_io_dims(model: onnx.ModelProto, dynamic: bool, shape: tuple[int, ...]) -> None:
     """Give the output the input's symbolic dims (the exporter writes a Min/Mod expression)."""
     dims = ("batch", 1, "height", "width") if dynamic else (shape[0], 1, shape[2], shape[3])
-    for vi, d in ((model.graph.input[0], dims[:1] + (3,) + dims[2:]), (model.graph.output[0], dims)):
+    in_dims = (dims[0], 3, dims[2], dims[3])
+    for vi, d in ((model.graph.input[0], in_dims), (model.graph.output[0], dims)):
         for proto_dim, value in zip(vi.type.tensor_type.shape.dim, d):
             if isinstance(value, str):
                 proto_dim.dim_param = value
@@ -186,7 +187,7 @@ def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
                                      input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                      dynamic_shapes=_dynamic_shapes(dynamic),
                                      external_data=False, optimize=True, verbose=False)
-    except Exception as e:  # noqa: BLE001 — the exporter raises many internal types
+    except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         hint = "; try --static" if dynamic else ""
         raise UserError(f"torch.onnx export failed ({type(e).__name__}: {first}){hint}; "

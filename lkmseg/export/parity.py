@@ -52,9 +52,10 @@ def _pairs_from_samples(folder: Path) -> list[tuple[Path, Path | None]]:
     if not (folder / "images").is_dir():
         return []
     out = []
+    masks = folder / "masks"
     for img in list_images(folder / "images"):
         found = [m for pat in (img.stem + ".*", img.stem + "_mask.*")
-                 for m in sorted((folder / "masks").glob(pat))] if (folder / "masks").is_dir() else []
+                 for m in sorted(masks.glob(pat))] if masks.is_dir() else []
         out.append((img, found[0] if found else None))
     return out
 
@@ -66,7 +67,7 @@ def _synthetic(size: tuple[int, int], n: int) -> ParitySet:
     rng = np.random.default_rng(0)
     h, w = size
     images, masks = [], []
-    for i in range(n):
+    for _ in range(n):
         yy, xx = np.mgrid[0:h, 0:w]
         cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.2, 0.35)
         m = (((yy - cy) / h) ** 2 + ((xx - cx) / w) ** 2) < r**2
@@ -95,8 +96,8 @@ def parity_set(cfg: RunConfig, limit: int = 16, samples: Path = SAMPLES) -> Pari
             continue
         return ParitySet(images, masks, [p.name for p, _ in chosen], origin, notes)
     ps = _synthetic(tuple(cfg.size), min(limit, 4))
-    ps.notes = notes + ["no validation split or samples/ found: synthetic images, "
-                        "Dice vs ground truth is against the synthetic shapes"]
+    ps.notes = [*notes, ("no validation split or samples/ found: synthetic images, "
+                         "Dice vs ground truth is against the synthetic shapes")]
     return ps
 
 
@@ -166,6 +167,7 @@ def compare(engine, ref: Reference, precision: str) -> dict:
     odd = engine(ref.x_odd)
     cut = logit_threshold(ref.threshold)
     per_image = [dice(a, b) for a, b in zip(masks, ref.masks)]
+    same = odd.shape == ref.logits_odd.shape
     rep = {
         "max_abs_logit_diff": _finite(float(diff.max())),
         "mean_abs_logit_diff": _finite(float(diff.mean())),
@@ -176,9 +178,9 @@ def compare(engine, ref: Reference, precision: str) -> dict:
             "shape": list(ref.x_odd.shape),
             "output_shape": list(odd.shape),
             "max_abs_logit_diff": _finite(float(np.abs(odd - ref.logits_odd).max()))
-            if odd.shape == ref.logits_odd.shape else None,
-            "mask_dice_vs_torch": pooled_dice(list(odd[:, 0] > cut), list(ref.logits_odd[:, 0] > cut))
-            if odd.shape == ref.logits_odd.shape else None,
+            if same else None,
+            "mask_dice_vs_torch": pooled_dice(list(odd[:, 0] > cut),
+                                              list(ref.logits_odd[:, 0] > cut)) if same else None,
         },
     }
     rep["failures"] = verdict(rep, precision)

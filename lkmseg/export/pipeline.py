@@ -17,10 +17,21 @@ from pathlib import Path
 from lkmseg import __version__
 from lkmseg.errors import UserError
 from lkmseg.export import parity
-from lkmseg.export.onnx_export import (MIN_OPSET, convert_fp16, export_onnx, load_onnx,
-                                       read_metadata, save_onnx)
-from lkmseg.export.tensorrt_build import (ProfileShapes, build_engine, current_gpu,
-                                          profile_shapes, tensorrt_status)
+from lkmseg.export.onnx_export import (
+    MIN_OPSET,
+    convert_fp16,
+    export_onnx,
+    load_onnx,
+    read_metadata,
+    save_onnx,
+)
+from lkmseg.export.tensorrt_build import (
+    ProfileShapes,
+    build_engine,
+    current_gpu,
+    profile_shapes,
+    tensorrt_status,
+)
 from lkmseg.fsutil import write_json
 
 REPORT = "report.json"
