@@ -66,6 +66,12 @@ def test_auto_prefers_onnxruntime_on_cpu(run, batch):
     assert eng.name == "torch"
 
 
+def test_auto_falls_back_to_torch_and_says_why(tiny_run):
+    eng = load_engine("auto", tiny_run(width=2, depth=2))  # never exported
+    assert eng.name == "torch" and eng.device == "cpu"
+    assert any("lkmseg export RUN" in s for s in eng.skipped)
+
+
 def test_resolve_model_forms(run):
     src = resolve_model(run)
     assert src.kind == "run" and set(src.onnx) == {"fp32", "fp16"} and src.weights

@@ -106,10 +106,21 @@ def test_metadata_round_trip(exported):
 
 def test_static_export_pins_shape(tmp_path):
     cfg = RunConfig(model=ModelConfig(block="1x5", width=2, depth=2), size=(32, 48))
-    proto = export_onnx(_calibrated(cfg), cfg, dynamic=False, batch=2)
+    model = _calibrated(cfg)
+    proto = export_onnx(model, cfg, dynamic=False, size=(40, 56), batch=2)
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == [2, 3, 32, 48]
-    assert read_metadata(save_onnx(proto, tmp_path / "s.onnx"), proto)["dynamic"] == "0"
+    assert dims == [2, 3, 40, 56]
+    path = save_onnx(proto, tmp_path / "s.onnx")
+    meta = read_metadata(path, proto)
+    assert meta["dynamic"] == "0" and json.loads(meta["input_shape"]) == [2, 3, 40, 56]
+    assert json.loads(meta["size"]) == [40, 56]  # what predict must resize inputs to
+    assert json.loads(meta["training_size"]) == [32, 48]
+    eng = OnnxRuntimeEngine(path, device="cpu")
+    assert eng.config.size == (40, 56) and eng.fixed_hw == (40, 56)
+    x = np.random.default_rng(3).random((3, 3, 40, 56), dtype=np.float32)  # batch 3 != 2
+    assert np.abs(eng(x) - _torch(model, x)).max() <= 1e-4  # split + padded internally
+    with pytest.raises(UserError, match="exported with --static for 40x56"):
+        eng(np.zeros((2, 3, 32, 48), np.float32))
 
 
 def test_opset_validation():
@@ -187,6 +198,8 @@ def test_cli_trt_missing_and_parity_failure_exit_2_keep_files(tiny_run, monkeypa
                                                                 "mask_dice": 1.01}}
     monkeypatch.setattr(parity, "THRESHOLDS", strict)  # fp16 cannot pass: Dice <= 1
     run = tiny_run(block="3x3", width=2, depth=2, size=(32, 48))
+    (run / "export").mkdir()
+    (run / "export" / "model.engine").write_bytes(b"an engine from an earlier export")
     res = runner.invoke(app, ["export", str(run), "--trt", "--parity-images", "2"])
     assert res.exit_code == 2, res.output
     err = res.output.strip().splitlines()[-1]
@@ -195,7 +208,7 @@ def test_cli_trt_missing_and_parity_failure_exit_2_keep_files(tiny_run, monkeypa
     assert "Traceback" not in res.output
     ex = run / "export"
     assert (ex / "model.onnx").is_file() and (ex / "model.fp16.onnx").is_file()
-    assert not (ex / "model.engine").exists()
+    assert not (ex / "model.engine").exists()  # the stale engine was removed, none built
     rep = json.loads((ex / "report.json").read_text())
     assert rep["passed"] is False
     assert rep["formats"]["tensorrt"]["status"] == "unavailable"

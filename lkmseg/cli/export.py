@@ -36,9 +36,9 @@ def print_report(report: dict) -> None:
     t = Table(title=f"export {report['block']} → {report['run']}/export "
                     f"(parity on {report.get('inputs', {}).get('n_images', '?')} "
                     f"{report.get('inputs', {}).get('origin', '')} images)")
-    for col in ("format", "file", "MB", "max|Δlogit|", "Dice(torch)", "Dice(GT)", "status"):
-        t.add_column(col, justify="left" if col in ("format", "file", "status") else "right",
-                     no_wrap=col != "status")
+    for col in ("format", "MB", "max|Δlogit|", "Dice(torch)", "Dice(GT)", "status"):
+        t.add_column(col, justify="left" if col in ("format", "status") else "right",
+                     no_wrap=col != "status", min_width=8 if col == "status" else None)
     formats = report["formats"]
     for name in sorted(formats, key=lambda k: k != "torch"):  # the reference first
         f = formats[name]
@@ -48,7 +48,7 @@ def print_report(report: dict) -> None:
             status = "[green]pass[/]" if f["passed"] else f"[red]FAIL[/] {escape(f['failures'][0])}"
         else:
             status = f"[yellow]{f.get('status', '?')}[/] {escape(f.get('reason', ''))}"
-        t.add_row(name, f.get("file", "—"), _fmt(f.get("mb"), ".2f"),
+        t.add_row(name, _fmt(f.get("mb"), ".2f"),
                   _fmt(f.get("max_abs_logit_diff"), ".2e"),
                   _fmt(f.get("mask_dice_vs_torch"), ".5f"), _fmt(f.get("dice_vs_gt"), ".4f"),
                   status)

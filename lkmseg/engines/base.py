@@ -37,6 +37,19 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.ascontiguousarray(x.detach().to("cpu").numpy(), dtype=np.float32)
 
 
+def run_fixed_batch(run: Any, x: np.ndarray, n: int) -> np.ndarray:
+    """Run a model that only accepts batch ``n`` (a static export): split into chunks of
+    ``n``, pad the last one by repeating its last image, and drop the padding's outputs."""
+    outs = []
+    for i in range(0, len(x), n):
+        chunk = x[i : i + n]
+        k = len(chunk)
+        if k < n:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - k, axis=0)])
+        outs.append(run(chunk)[:k])
+    return np.concatenate(outs)
+
+
 class Engine(ABC):
     """A loaded model on one runtime, precision and device.
 
@@ -50,6 +63,7 @@ class Engine(ABC):
     config: RunConfig
     detail: str = ""  # e.g. the ONNX Runtime provider, the GPU name
     skipped: tuple[str, ...] | list[str] = ()  # set by auto: faster engines that could not run
+    fixed_hw: tuple[int, int] | None = None  # a static export's input (H, W), else None
 
     def __init__(self) -> None:
         self.seconds = 0.0

@@ -120,6 +120,9 @@ def auto_engine(src: ModelSource, precision: str | None = None, device: str = "a
         except UserError as e:
             skipped.append(f"{name} {dev}: {e}")
             continue
+        if name == "torch" and not src.onnx and src.run_dir is not None:
+            skipped.append("onnxruntime: no ONNX export yet; `lkmseg export RUN` makes CPU "
+                           "inference several times faster")
         eng.skipped = skipped
         return eng
     detail = "; ".join(skipped) if skipped else f"no model files found in {src.describe()}"

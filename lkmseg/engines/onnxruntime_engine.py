@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lkmseg.engines.base import Engine, to_numpy
+from lkmseg.engines.base import Engine, run_fixed_batch, to_numpy
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
 
@@ -158,8 +158,12 @@ class OnnxRuntimeEngine(Engine):
         self.detail = self.provider.replace("ExecutionProvider", "")
         if self.device == "cpu":
             self.detail += f", {self.threads} threads"
-        self._in = self.session.get_inputs()[0].name
-        self._out = self.session.get_outputs()[0].name
+        inp = self.session.get_inputs()[0]
+        self._in, self._out = inp.name, self.session.get_outputs()[0].name
+        dims = list(inp.shape)
+        self.fixed_batch = dims[0] if isinstance(dims[0], int) else None
+        if all(isinstance(d, int) for d in dims[2:]):
+            self.fixed_hw = (dims[2], dims[3])
 
     @classmethod
     def from_source(cls, src: ModelSource, precision: str = "fp32", device: str = "auto",
@@ -188,9 +192,17 @@ class OnnxRuntimeEngine(Engine):
         return ok, why
 
     def _run(self, x: Any) -> np.ndarray:
-        if self.device == "cpu":
-            return self.session.run([self._out], {self._in: to_numpy(x)})[0]
-        return self._run_bound(x)
+        if self.fixed_hw is not None and tuple(x.shape[2:]) != self.fixed_hw:
+            h, w = self.fixed_hw
+            raise UserError(f"{self.path.name} was exported with --static for {h}x{w} inputs, "
+                            f"got {x.shape[2]}x{x.shape[3]}; re-export with --dynamic")
+        one = self._run_cpu if self.device == "cpu" else self._run_bound
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            return run_fixed_batch(one, to_numpy(x), self.fixed_batch)
+        return one(x)
+
+    def _run_cpu(self, x: Any) -> np.ndarray:
+        return self.session.run([self._out], {self._in: to_numpy(x)})[0]
 
     def _run_bound(self, x: Any) -> np.ndarray:
         import onnxruntime as ort

@@ -74,6 +74,8 @@ class TensorRTEngine(Engine):
         self.profile = ProfileShapes(*(tuple(int(d) for d in s) for s in
                                        self._engine.get_tensor_profile_shape(self._in, 0)))
         self._torch = torch
+        if self.profile.min[2:] == self.profile.max[2:]:
+            self.fixed_hw = tuple(self.profile.min[2:])
 
     @classmethod
     def from_source(cls, src: ModelSource, precision: str | None = None,
@@ -100,10 +102,14 @@ class TensorRTEngine(Engine):
         torch = self._torch
         xt = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
         xt = xt.to("cuda", torch.float32, non_blocking=True).contiguous()
-        max_b = self.profile.max[0]
+        min_b, max_b = self.profile.min[0], self.profile.max[0]
         if xt.shape[0] > max_b:  # split a batch larger than the profile allows
             return np.concatenate([self._run(xt[i : i + max_b])
                                    for i in range(0, xt.shape[0], max_b)])
+        if xt.shape[0] < min_b:  # a static engine: pad with copies of the last image
+            k = xt.shape[0]
+            pad = xt[-1:].expand(min_b - k, *xt.shape[1:])
+            return self._run(torch.cat([xt, pad]))[:k]
         shape = tuple(xt.shape)
         if not self.profile.contains(shape):
             raise UserError(f"input {shape} is outside the engine's optimization profile "

@@ -13,6 +13,7 @@ ONNX file serves any batch, height and width.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import warnings
@@ -34,8 +35,14 @@ MIN_OPSET = 18  # the dynamo exporter's lowest supported opset
 MAX_SIDE, MAX_BATCH = 16384, 4096
 
 
-def build_metadata(cfg: RunConfig, precision: str, dynamic: bool, opset: int) -> dict[str, str]:
-    """The metadata_props stored in every exported ONNX file (all values are strings)."""
+def build_metadata(cfg: RunConfig, precision: str, dynamic: bool, opset: int,
+                   input_shape: tuple[int, ...] | None = None,
+                   training_size: tuple[int, int] | None = None) -> dict[str, str]:
+    """The metadata_props stored in every exported ONNX file (all values are strings).
+
+    ``size`` (and ``run_config.size``) is the size inputs are preprocessed to: the training
+    size, or the fixed size of a --static export made at another --size.
+    """
     import torch
 
     spec = cfg.model.spec
@@ -54,6 +61,9 @@ def build_metadata(cfg: RunConfig, precision: str, dynamic: bool, opset: int) ->
         "width": str(cfg.model.width),
         "depth": str(cfg.model.depth),
         "size": json.dumps(list(cfg.size)),
+        "training_size": json.dumps(list(training_size or cfg.size)),
+        "input_shape": json.dumps(list(input_shape) if input_shape else
+                                  ["batch", 3, "height", "width"]),
         "threshold": repr(float(cfg.threshold)),
         "normalization": json.dumps(cfg.normalization, sort_keys=True),
         "input": INPUT_NAME,
@@ -195,7 +205,10 @@ def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
     proto = onnxslim.slim(prog.model_proto)
     _dedupe_value_info(proto)
     _name_io_dims(proto, dynamic, tuple(example.shape))
-    set_metadata(proto, build_metadata(cfg, "fp32", dynamic, opset))
+    # a static export at another --size must be fed that size: record it as the model's size
+    meta_cfg = cfg if dynamic else dataclasses.replace(cfg, size=(h, w))
+    set_metadata(proto, build_metadata(meta_cfg, "fp32", dynamic, opset,
+                                       None if dynamic else tuple(example.shape), cfg.size))
     onnx.checker.check_model(proto, full_check=True)
     return proto
 

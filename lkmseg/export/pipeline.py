@@ -153,9 +153,21 @@ class _Exporter:
                                            "dice_vs_gt": ref.dice_gt, "reference": True}
         return ref
 
+    def remove_stale(self) -> None:
+        """A new model.onnx makes an older fp16 file or engine inconsistent: remove those this
+        export will not rewrite (an engine is rebuilt only if --trt succeeds)."""
+        stale = [] if self.opts.fp16 else [FILES["onnx_fp16"]]
+        stale += [FILES["tensorrt"], FILES["tensorrt"] + ".json"]
+        for name in stale:
+            p = self.out / name
+            if p.is_file():
+                p.unlink()
+                self.log(f"removed {p.name} left by an earlier export (stale now)")
+
     def onnx(self) -> None:
         import torch
 
+        self.remove_stale()
         t0 = time.perf_counter()
         self.log("exporting ONNX fp32 (torch.onnx dynamo exporter)…")
         torch.manual_seed(0)
