@@ -64,14 +64,14 @@ def train_cmd(
     from rich.console import Console
 
     from lkmseg.cli.options import parse_size
-    from lkmseg.config import RunConfig, TrainConfig, load_config
+    from lkmseg.config import RunConfig, TrainConfig
     from lkmseg.models import ModelConfig, parse_block
     from lkmseg.train.loop import train_run
 
     rank = int(os.environ.get("RANK", "0"))
     try:
         if resume is not None:
-            cfg = load_config(resume)
+            cfg = _resume_config(resume)
             if steps or epochs or budget:  # extend or change the stopping rule
                 cfg.train.steps, cfg.train.epochs, cfg.train.time_budget_s = steps, epochs, budget
         else:
@@ -96,6 +96,34 @@ def train_cmd(
         _leave_process_group()
     if rank == 0:
         _report(console, run_dir, summary)
+
+
+def _resume_config(run: Path):
+    """config.json of the run to resume, checked well enough that a hand-edited file gives
+    one line naming it rather than a traceback from deep inside model building."""
+    import torch
+
+    from lkmseg.config import load_config
+    from lkmseg.models import build_model
+
+    path = run / "config.json" if run.is_dir() else run
+    try:
+        cfg = load_config(run)
+        for key in ("width", "depth"):
+            v = getattr(cfg.model, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"model.{key} must be a positive integer, not {v!r}")
+        if len(cfg.size) != 2 or not all(16 <= s <= 8192 for s in cfg.size):
+            raise ValueError(f"size must be [height, width] within 16..8192, not {list(cfg.size)}")
+        with torch.device("meta"):  # builds the model without allocating its weights
+            build_model(cfg.model)
+    except UserError as e:
+        if str(path) in str(e):
+            raise
+        raise UserError(f"{path}: {e}") from e
+    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
+        raise UserError(f"{path}: invalid config ({e}); restore it or start a new run") from e
+    return cfg
 
 
 def _report(console, run_dir: Path, summary: dict) -> None:

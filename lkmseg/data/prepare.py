@@ -9,6 +9,7 @@ import numpy as np
 
 from lkmseg.data.cache import build_cache
 from lkmseg.data.datasets import Item, find_items, split_by_group
+from lkmseg.errors import UserError
 
 
 @dataclass
@@ -48,7 +49,10 @@ def prepare(data_dir: str | Path | None, size: tuple[int, int], val_frac: float 
     layout, items = find_items(data_dir, group_pattern=group_pattern)
     cached = build_cache(items, size, skip_bad=skip_bad, progress=progress)
     index = {it.image: i for i, it in enumerate(cached.items)}
-    train, val = split_by_group(cached.items, val_frac=val_frac, seed=seed)
+    try:
+        train, val = split_by_group(cached.items, val_frac=val_frac, seed=seed)
+    except UserError as e:
+        raise UserError(f"{data_dir}: {e}") from e
     ti = np.array([index[it.image] for it in train], dtype=np.int64)
     vi = np.array([index[it.image] for it in val], dtype=np.int64)
     return Prepared(layout_hint or layout, Path(data_dir), cached.images[ti], cached.masks[ti],

@@ -119,13 +119,13 @@ class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks whose gradient is the sum over ranks of the incoming gradients."""
 
     @staticmethod
-    def forward(ctx, t: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
         dist.all_reduce(t)
         return t
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.clone()
         dist.all_reduce(grad)
         return grad

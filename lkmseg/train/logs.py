@@ -50,7 +50,7 @@ class CsvLog:
         w.writerows(rows)
         write_text(path, buf.getvalue())  # atomic: a kill here keeps the old log
         try:
-            self._f = open(path, "a", newline="")
+            self._f = open(path, "a", newline="")  # noqa: SIM115 — kept open, closed by close()
         except OSError as e:
             raise explain_os_error(path, e) from e
         self._w = csv.DictWriter(self._f, fieldnames=fields, extrasaction="ignore",

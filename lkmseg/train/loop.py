@@ -235,7 +235,7 @@ class Trainer:
         try:
             self.model.load_state_dict(st["model"])
             self.opt.load_state_dict(st["optimizer"])
-            if "scaler" in st and st["scaler"]:
+            if st.get("scaler"):
                 self.scaler.load_state_dict(st["scaler"])
             s = st["progress"]
             self.state = State(step=int(s["step"]), elapsed_s=float(s["elapsed_s"]),

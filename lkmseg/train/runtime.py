@@ -105,7 +105,8 @@ def choose_channels_last(setting: str, model: nn.Module, device: torch.device,
     cache = {}
     if cache_file and os.path.exists(cache_file):
         try:
-            cache = json.loads(open(cache_file).read())
+            with open(cache_file) as f:
+                cache = json.load(f)
         except (OSError, ValueError):
             cache = {}
     if key in cache:
