@@ -6,9 +6,10 @@ lkmseg torch engine's default) and ONNX Runtime (lkmseg's session options) are t
 *interleaved* in one process: every round runs each engine in a fresh random order, so load
 from other processes on a shared machine hits all of them alike.
 
-ONNX Runtime runs with thread spinning off here: a spinning ORT pool keeps burning both cores
-between its own calls and would slow the PyTorch calls timed right after it (an unfair
-advantage to ORT). --spin measures ORT with spinning on as an extra row.
+ONNX Runtime runs with thread spinning off (lkmseg's default): a spinning ORT pool keeps
+burning both cores between its own calls and would slow the PyTorch calls timed right after it
+(an unfair advantage to ORT). --spin adds ORT with spinning on as an extra row — expect it to
+inflate the torch rows.
 
     .venv/bin/python benchmarks/ort_vs_torch.py [--blocks 3x3,5x5,1x5] [--size 256]
         [--batch 1] [--rounds 7] [--reps 5] [--json out.json] [--check 1.3]
@@ -94,7 +95,8 @@ def main() -> int:
             "onnxruntime": OnnxRuntimeEngine(onnx_path, device="cpu", spinning=False),
         }
         if a.spin:
-            engines["onnxruntime (spinning)"] = OnnxRuntimeEngine(onnx_path, device="cpu")
+            engines["onnxruntime (spinning)"] = OnnxRuntimeEngine(onnx_path, device="cpu",
+                                                                  spinning=True)
         x = np.random.default_rng(0).random((a.batch, 3, *size), dtype=np.float32)
         ref = engines["torch eager NCHW"](x)
         for name, eng in engines.items():  # warm-up + a parity sanity check

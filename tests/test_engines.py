@@ -164,7 +164,8 @@ def test_tensorrt_missing_message(monkeypatch):
         tb.require_tensorrt()
 
 
-def _fake_trt(version: str, with_fp16_flag: bool, calls: list) -> types.ModuleType:
+def _fake_trt(version: str, with_fp16_flag: bool, calls: list, parse_ok: bool = True,
+              plan: bytes | None = b"PLAN") -> types.ModuleType:
     """A stand-in `tensorrt` module recording the builder API calls lkmseg makes."""
     rec = calls.append
 
@@ -187,15 +188,18 @@ def _fake_trt(version: str, with_fp16_flag: bool, calls: list) -> types.ModuleTy
             return types.SimpleNamespace(name="image")
 
     class Parser(Obj):
-        num_errors = 0
+        num_errors = 0 if parse_ok else 1
 
         def parse_from_file(self, path):
             rec(("parser.parse_from_file", (Path(path).name,)))
-            return True
+            return parse_ok
+
+        def get_error(self, i):
+            return types.SimpleNamespace(desc=lambda: "Unsupported ONNX op: Mod")
 
     RETURNS = {"create_network": Network("network"), "create_builder_config": Obj("config"),
                "create_optimization_profile": Obj("profile"),
-               "build_serialized_network": b"PLAN", "create_timing_cache": Cache("cache")}
+               "build_serialized_network": plan, "create_timing_cache": Cache("cache")}
     flags = {"TF32": "TF32", **({"FP16": "FP16"} if with_fp16_flag else {})}
     m = types.ModuleType("tensorrt")
     m.__version__ = version
@@ -260,3 +264,16 @@ def test_tensorrt11_fp16_needs_fp16_graph(tmp_path):
         tb.build_engine(tmp_path / "model.onnx", tmp_path / "model.engine",
                         profile_shapes((64, 96)), precision="fp16", onnx_fp16=None,
                         trt=_fake_trt("11.0.0", False, []), gpu=("GPU", "9.0"))
+
+
+@pytest.mark.parametrize("parse_ok, plan, expect", [
+    (False, b"PLAN", "ONNX parser failed \\(Unsupported ONNX op: Mod\\)"),
+    (True, None, "TensorRT engine build failed"),
+])
+def test_builder_failures_are_user_errors(tmp_path, parse_ok, plan, expect):
+    (tmp_path / "model.onnx").write_bytes(b"fp32")
+    trt = _fake_trt("10.9.0", True, [], parse_ok=parse_ok, plan=plan)
+    with pytest.raises(UserError, match=expect):
+        tb.build_engine(tmp_path / "model.onnx", tmp_path / "model.engine",
+                        profile_shapes((64, 96)), trt=trt, gpu=("GPU", "9.0"))
+    assert not (tmp_path / "model.engine").exists()

@@ -131,6 +131,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _parser_error(err: Any) -> str:
+    desc = getattr(err, "desc", None)
+    return str(desc() if callable(desc) else err)
+
+
 def choose_source(trt: ModuleType, precision: str, onnx_fp32: Path,
                   onnx_fp16: Path | None) -> tuple[Path, bool]:
     """(ONNX file to parse, strongly typed?) for this TensorRT and precision."""
@@ -155,11 +160,13 @@ def build_engine(onnx_fp32: Path, engine_path: Path, shapes: ProfileShapes, *,
     source, strongly_typed = choose_source(trt, precision, Path(onnx_fp32), onnx_fp16)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = 1 << int(typed_flag) if strongly_typed and typed_flag is not None else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(source)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no detail"]
+        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        errors = errors or ["no detail"]
         raise UserError(f"{source}: TensorRT's ONNX parser failed ({errors[0][:200]}); "
                         "re-export with a different --opset or report a bug")
     input_name = network.get_input(0).name

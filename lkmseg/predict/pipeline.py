@@ -190,8 +190,7 @@ def predict(model: str | Path, source: str | Path, out_dir: str | Path,
     try:
         _check_out(out, Path(source))
         if engine is None:
-            kw = {"spinning": False} if opts.engine in ("auto", "onnxruntime", "ort") else {}
-            engine = load_engine(opts.engine, model, opts.precision, opts.device, **kw)
+            engine = load_engine(opts.engine, model, opts.precision, opts.device)
         cfg = engine.config
         threshold = cfg.threshold if opts.threshold is None else opts.threshold
         sink = Sink(out, src.kind, overlay=opts.overlay, rle=opts.rle, fps=src.fps,
