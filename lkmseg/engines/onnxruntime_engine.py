@@ -1,8 +1,8 @@
 """ONNX Runtime: CPU, CUDA or TensorRT execution providers, session options set for speed.
 
 CPU: all graph optimizations (including the NCHWc layout transform that makes MLAS convolutions
-fast), one intra-op thread per physical core, sequential execution, no thread spinning. GPU: inputs and outputs
-go through IO binding, so a CUDA torch tensor is consumed in place.
+fast), one intra-op thread per physical core, sequential execution, no thread spinning.
+GPU: inputs and outputs go through IO binding, so a CUDA torch tensor is consumed in place.
 """
 
 from __future__ import annotations
