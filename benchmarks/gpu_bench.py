@@ -46,8 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lkmseg.models import ModelConfig, build_model, count_params  # noqa: E402  (torch only)
-from lkmseg.train.losses import bce_dice_loss  # noqa: E402  (torch only)
+# torch-only modules: nothing here needs safetensors, rich, onnx or OpenCV
+from lkmseg.models import ModelConfig, build_model, count_params  # noqa: E402
+from lkmseg.train.losses import bce_dice_loss  # noqa: E402
 
 PARTS = ("train", "infer_torch", "onnxruntime", "train_compile", "tensorrt")
 # rough seconds each part needs at full size on one GPU: used to skip what cannot fit
@@ -441,7 +442,7 @@ def onnx_part(cfg: Cfg, budget: Budget, entry: dict, workdir: Path) -> None:
             continue
         for prov in providers:
             budget.need(per, f"{prov} {b}")
-            rows.append(_row(b, lambda path=path, prov=prov: {
+            rows.append(_row(b, lambda path=path, prov=prov, info=info: {
                 **info, **_infer_ort(ort, path, prov, cfg, per)}) | {"block": b})
     entry["rows"] = rows
 
@@ -544,8 +545,8 @@ def _out_path(a: argparse.Namespace, meta: dict) -> Path:
 
 def summary_lines(doc: dict) -> list[str]:
     m = doc["meta"]
-    lines = [f"{m['device_name']} | torch {m['torch']} (CUDA {m['torch_cuda']}) | "
-             f"{m['date_utc']}"]
+    lines = [(f"{m['device_name']} | torch {m['torch']} (CUDA {m['torch_cuda']}) | "
+              f"{m['date_utc']}")]
     for name, part in doc["parts"].items():
         if part["status"] != "ok":
             lines.append(f"{name:14s} {part['status']}: {part.get('reason') or part.get('error')}")
@@ -577,8 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile-backend", default=None,
                     help="torch.compile backend [inductor; eager with --tiny]")
     ap.add_argument("--budget", type=float, default=440.0, help="wall-clock seconds, all parts")
-    ap.add_argument("--out", default=None, help="folder for gpu_bench.json [$OUT, else "
-                    "benchmarks/results/gpu_bench-<device>-<date>.json]")
+    ap.add_argument("--out", default=None, help=("folder for gpu_bench.json [$OUT, else "
+                                                 "benchmarks/results/gpu_bench-<device>-"
+                                                 "<date>.json]"))
     a = ap.parse_args(argv)
     budget = Budget(a.budget)
     device = _device(a.device)
