@@ -222,3 +222,19 @@ def test_cli_export_bad_inputs(tmp_path):
     assert res.exit_code == 2 and "run folder not found" in res.output
     res = runner.invoke(app, ["export", str(tmp_path), "--size", "12xa"])
     assert res.exit_code == 2 and "--size" in res.output
+
+
+def test_parity_inputs_prefer_the_validation_split(tmp_path):
+    import cv2
+
+    img, msk = tmp_path / "car_01.jpg", tmp_path / "car_01_mask.png"
+    cv2.imwrite(str(img), np.full((30, 40, 3), 90, np.uint8))
+    cv2.imwrite(str(msk), np.pad(np.full((10, 10), 255, np.uint8), ((10, 10), (15, 15))))
+    cfg = RunConfig(size=(32, 48), data={"val_items": [[str(img), str(msk)]]})
+    ps = parity.parity_set(cfg, limit=4, samples=tmp_path / "no_samples")
+    assert ps.origin == "val_items" and ps.names == ["car_01.jpg"]
+    assert ps.masks[0].shape == (30, 40) and ps.masks[0].sum() == 100
+    cfg.data["val_items"] = [[str(tmp_path / "gone.jpg"), None]]  # moved data: fall back
+    ps = parity.parity_set(cfg, limit=4, samples=tmp_path / "no_samples")
+    assert ps.origin == "synthetic" and "val_items unreadable" in ps.notes[0]
+    assert len(ps.images) == 4 and all(m.any() for m in ps.masks)

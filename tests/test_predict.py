@@ -64,7 +64,7 @@ def test_predict_folder_masks_rle_overlay(run, folder, tmp_path):
     assert res.exit_code == 0, res.output
     assert "engine frames/s" in res.output and "engine: onnxruntime (fp32" in res.output
     images = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png"))
-    rows = list(csv.reader(csv_path.open()))
+    rows = list(csv.reader(csv_path.read_text().splitlines()))
     assert rows[0] == ["img", "rle_mask"] and len(rows) == 1 + len(images)
     by_name = dict(rows[1:])
     engine = load_engine("onnxruntime", run, "fp32", "cpu")
@@ -104,7 +104,7 @@ def test_predict_video(run, tmp_path):
         with VideoReader(out / name) as r:
             frames = list(r)
         assert len(frames) == 9 and frames[0].shape[:2] == (72, 104)
-    rows = list(csv.reader((out / "frames.csv").open()))[1:]
+    rows = list(csv.reader((out / "frames.csv").read_text().splitlines()))[1:]
     assert [r[0] for r in rows] == [f"clip_{i:06d}" for i in range(9)]
     with VideoReader(out / "clip_mask.mp4") as r:
         first = next(iter(r))[..., 0] > 127
@@ -181,3 +181,21 @@ def test_predict_bad_models_exit_2(tmp_path, case):
     res = runner.invoke(app, ["predict", str(model), str(img), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2, res.output
     assert expect in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.realdata
+def test_predict_real_carvana_full_resolution(run, carvana_dir, tmp_path):
+    src = tmp_path / "cars"
+    src.mkdir()
+    for img in sorted((carvana_dir / "train").glob("*.jpg"))[:2]:
+        (src / img.name).symlink_to(img)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["predict", str(run), str(src), "--out", str(out),
+                              "--rle", str(tmp_path / "sub.csv"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "sub.csv").read_text().splitlines()))
+    assert [r["img"] for r in rows] == sorted(p.name for p in src.iterdir())
+    for r in rows:
+        mask = read_mask(out / (Path(r["img"]).stem + ".png"))
+        assert mask.shape == (1280, 1918)
+        assert np.array_equal(rle_decode(r["rle_mask"], mask.shape), mask)

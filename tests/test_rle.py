@@ -57,3 +57,16 @@ def test_round_trip_random_and_carvana_size():
 def test_invalid_strings_are_user_errors(bad):
     with pytest.raises(UserError):
         rle_decode(bad, (3, 4))
+
+
+@pytest.mark.realdata
+def test_round_trip_real_carvana_masks(carvana_dir):
+    from lkmseg.data.imageio import read_mask
+
+    for gif in sorted((carvana_dir / "train_masks").glob("*_mask.gif"))[:3]:
+        m = read_mask(gif)
+        assert m.shape == (1280, 1918) and 0 < m.mean() < 1
+        s = rle_encode(m)
+        assert np.array_equal(rle_decode(s, m.shape), m)
+        starts = np.array(s.split()[0::2], dtype=np.int64)
+        assert (np.diff(starts) > 0).all()  # runs in increasing row-major order
