@@ -63,15 +63,15 @@ def export_cmd(
     trt: Annotated[bool, typer.Option("--trt", help="Build a TensorRT engine (GPU).")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic/--static",
                                           help="Dynamic batch/height/width.")] = True,
-    size: Annotated[str | None, typer.Option(help="Example/opt input HxW [training size].")] = None,
+    size: Annotated[str | None, typer.Option(help="Example/opt input HxW (default: training size).")] = None,
     batch: Annotated[int, typer.Option(help="Example/opt batch (static: the batch).")] = 1,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
     trt_precision: Annotated[str, typer.Option(help="TensorRT precision: fp32|fp16.")] = "fp32",
     max_batch: Annotated[int | None,
-                         typer.Option(help="TensorRT profile max batch [max(batch, 8)].")] = None,
+                         typer.Option(help="TensorRT profile max batch (default: max(batch, 8)).")] = None,
     workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 4.0,
     parity_images: Annotated[int, typer.Option(help="Images used for the parity check.")] = 16,
-    out: Annotated[Path | None, typer.Option(help="Output folder [RUN/export].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/export).")] = None,
 ) -> None:
     """Export RUN to ONNX fp32 + fp16 (and TensorRT), checking parity against PyTorch.
 

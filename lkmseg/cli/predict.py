@@ -46,15 +46,15 @@ def predict_cmd(
                                                 "(.mp4 .avi .mov .mkv).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     engine: Annotated[str, typer.Option(help="auto | torch | onnxruntime | tensorrt.")] = "auto",
-    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | bf16 (torch) "
-                                                       "[engine's default].")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | bf16 (torch only) "
+                                                       "(default: the engine's).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per engine call.")] = 4,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write overlays.")] = False,
     rle: Annotated[Path | None, typer.Option(help="Write a Carvana submission CSV "
                                                   "(img,rle_mask).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Mask threshold on the sigmoid "
-                                                         "[the model's].")] = None,
+                                                         "(default: the model's).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Predict masks for an image, an image folder or a video.
