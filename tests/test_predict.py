@@ -113,7 +113,8 @@ def test_predict_video(run, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["empty_folder", "corrupt_video", "zero_frame_video",
-                                  "missing", "bad_type", "out_is_input", "bad_threshold"])
+                                  "missing", "bad_type", "out_is_input", "out_is_image_folder",
+                                  "bad_threshold"])
 def test_predict_bad_sources_exit_2(run, tmp_path, case):
     out = tmp_path / "out"
     src: Path
@@ -142,6 +143,10 @@ def test_predict_bad_sources_exit_2(run, tmp_path, case):
         src.mkdir()
         cv2.imwrite(str(src / "a.png"), _blobs(32, 32, 0))
         out, expect = src, "is the input folder"
+    elif case == "out_is_image_folder":  # would overwrite a.png with its own mask
+        src = tmp_path / "a.png"
+        cv2.imwrite(str(src), _blobs(32, 32, 0))
+        out, expect = tmp_path, "is the input folder"
     else:
         src = tmp_path / "a.png"
         cv2.imwrite(str(src), _blobs(32, 32, 0))

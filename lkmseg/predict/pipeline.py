@@ -110,8 +110,9 @@ def _batches(items: Iterator[Item], n: int) -> Iterator[list[Item]]:
         yield batch
 
 
-def _check_out(out_dir: Path, source: Path) -> None:
-    if source.is_dir() and out_dir.resolve() == source.resolve():
+def _check_out(out_dir: Path, source: Path, kind: str) -> None:
+    folder = source if source.is_dir() else source.parent
+    if kind != "video" and out_dir.resolve() == folder.resolve():
         raise UserError(f"--out {out_dir} is the input folder; masks would mix with (or "
                         "overwrite) the images: choose another folder")
     try:
@@ -188,7 +189,7 @@ def predict(model: str | Path, source: str | Path, out_dir: str | Path,
     out = Path(out_dir)
     src = open_source(source)
     try:
-        _check_out(out, Path(source))
+        _check_out(out, Path(source), src.kind)
         if engine is None:
             engine = load_engine(opts.engine, model, opts.precision, opts.device)
         cfg = engine.config
