@@ -110,10 +110,24 @@ def build_cache(items: list[Item], size: tuple[int, int], root: Path | None = No
     return CachedData(images, masks, kept, skipped, d, reused=False)
 
 
+def _remove_stale_temps(folder: Path, older_than_s: float = 3600.0) -> None:
+    """Half-written cache folders left by a process killed while writing them (another
+    process may be writing one right now: only remove those untouched for an hour)."""
+    import time
+
+    try:
+        for p in folder.glob(".tmp-*"):
+            if time.time() - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)
+    except OSError:
+        pass
+
+
 def _write(d: Path, images: np.ndarray, masks: np.ndarray, items: list[Item],
            skipped: list[str]) -> None:
     try:
         d.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(d.parent)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=d.parent))
         np.save(tmp / "images.npy", images)
         np.save(tmp / "masks.npy", masks)

@@ -29,6 +29,7 @@ _CV_GIF = tuple(int(x) for x in cv2.__version__.split(".")[:2]) >= (4, 7)
 # We report every decoding failure ourselves (one line naming the file); OpenCV's own log
 # lines and Pillow's decompression-bomb warning would only add noise on stderr.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's "moov atom not found" & co.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 

@@ -217,6 +217,9 @@ class _LaunchAborted(Exception):
     pass
 
 
+_forwarded: list[int] = []  # stop signals passed on to the workers by this launcher
+
+
 @contextlib.contextmanager
 def _forward_stop_signals() -> Iterator[None]:
     """Ctrl-C / SIGTERM reach the launcher (workers run in their own sessions): pass them
@@ -226,6 +229,7 @@ def _forward_stop_signals() -> Iterator[None]:
         pids = _worker_pids()
         if not pids:
             raise _LaunchAborted(signum)
+        _forwarded.append(signum)
         for pid in pids:
             try:
                 os.kill(pid, signum)
@@ -267,6 +271,9 @@ def launch(nproc: int, argv: list[str]) -> int:
         code = failure.exitcode
         if code == 2:  # a UserError: the worker printed its one-line message
             return 2
+        if _forwarded:  # stopped before its training loop could checkpoint
+            print("interrupted before training started; nothing to resume", file=sys.stderr)
+            return 130
         why = f"signal {-code}" if code < 0 else f"exit code {code}"
         print(f"error: training process rank {rank} failed ({why}); see its output above",
               file=sys.stderr)
