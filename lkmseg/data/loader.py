@@ -65,13 +65,11 @@ class BatchSource:
         msk = torch.from_numpy(self.masks[idx]).to(self.device, non_blocking=True)
         img = img.permute(0, 3, 1, 2).float().div_(255.0)
         msk = msk[:, None].float()
-        if self.augment:  # per sample, so a sample's augmentation does not depend on the rank
+        if self.augment:  # seeded per sample, so it does not depend on the rank; batched work
             first = self.rank * self.batch_size
-            pairs = [augment_batch(img[i:i + 1], msk[i:i + 1],
-                                   torch.Generator().manual_seed(self.sample_seed(step, first + i)))
-                     for i in range(img.shape[0])]
-            img = torch.cat([p[0] for p in pairs])
-            msk = torch.cat([p[1] for p in pairs])
+            gens = [torch.Generator().manual_seed(self.sample_seed(step, first + i))
+                    for i in range(img.shape[0])]
+            img, msk = augment_batch(img, msk, gens)
         self.busy_s += time.perf_counter() - t0
         self.produced += img.shape[0]
         return img, msk

@@ -91,25 +91,27 @@ def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([r, g, b], 1)
 
 
-def augment_batch(img: torch.Tensor, mask: torch.Tensor, gen: torch.Generator,
+def augment_batch(img: torch.Tensor, mask: torch.Tensor,
+                  gen: torch.Generator | list[torch.Generator],
                   shift: float = 0.0625, scale: float = 0.1, rotate_deg: float = 0.0,
                   hue: float = 0.03, sat: float = 0.15, val: float = 0.15,
                   p_flip: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """The seed's augmentations on a batch: horizontal flip, shift-scale(-rotate), HSV jitter.
 
-    img: (B, 3, H, W) float in [0, 1]; mask: (B, 1, H, W) float {0, 1}. ``gen`` is a CPU
-    generator so results are reproducible and resumable regardless of the device.
+    img: (B, 3, H, W) float in [0, 1]; mask: (B, 1, H, W) float {0, 1}. ``gen``: one CPU
+    generator for the batch, or one per sample (then a sample's augmentation does not depend
+    on which batch or process it lands in). Either way the work itself is batched.
     """
     b = img.shape[0]
-    dev = img.device
-
-    def rnd(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=gen).to(dev)
-
-    flip = (rnd(b) < p_flip).float() * -2 + 1  # -1 flips x
-    s = 1 + (rnd(b) * 2 - 1) * scale
-    ang = (rnd(b) * 2 - 1) * math.radians(rotate_deg)
-    tx, ty = (rnd(b) * 2 - 1) * shift * 2, (rnd(b) * 2 - 1) * shift * 2
+    if isinstance(gen, torch.Generator):
+        u = torch.rand(b, 8, generator=gen)
+    else:
+        u = torch.stack([torch.rand(8, generator=g) for g in gen])  # (B, 8)
+    u = u.to(img.device)
+    flip = (u[:, 0] < p_flip).float() * -2 + 1  # -1 flips x
+    s = 1 + (u[:, 1] * 2 - 1) * scale
+    ang = (u[:, 2] * 2 - 1) * math.radians(rotate_deg)
+    tx, ty = (u[:, 3] * 2 - 1) * shift * 2, (u[:, 4] * 2 - 1) * shift * 2
     cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
                          torch.stack([sin * flip, cos, ty], 1)], 1)  # (B, 2, 3)
@@ -119,8 +121,8 @@ def augment_batch(img: torch.Tensor, mask: torch.Tensor, gen: torch.Generator,
     mask = (F.grid_sample(mask, grid, mode="bilinear", padding_mode="reflection",
                           align_corners=False) > 0.5).float()
     hsv = _rgb_to_hsv(img.clamp(0, 1))
-    jit = torch.stack([(rnd(b) * 2 - 1) * hue, 1 + (rnd(b) * 2 - 1) * sat,
-                       1 + (rnd(b) * 2 - 1) * val], 1)[..., None, None]  # (B, 3, 1, 1)
+    jit = torch.stack([(u[:, 5] * 2 - 1) * hue, 1 + (u[:, 6] * 2 - 1) * sat,
+                       1 + (u[:, 7] * 2 - 1) * val], 1)[..., None, None]  # (B, 3, 1, 1)
     h = (hsv[:, :1] + jit[:, :1]) % 1.0
     sv = (hsv[:, 1:] * jit[:, 1:]).clamp(0, 1)
     img = _hsv_to_rgb(torch.cat([h, sv], 1))
