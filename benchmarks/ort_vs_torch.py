@@ -72,7 +72,8 @@ def main() -> int:
     ap.add_argument("--spin", action="store_true", help="also time ORT with spinning on")
     ap.add_argument("--json", default=None)
     ap.add_argument("--check", type=float, default=None,
-                    help="exit 1 unless ORT is this many times faster than both torch rows")
+                    help="exit 1 unless ORT's median latency beats torch eager (NCHW, its "
+                         "default) by this factor for every block")
     a = ap.parse_args()
     con = Console()
     size = (a.size, a.size)
@@ -111,28 +112,38 @@ def main() -> int:
             for name in order:
                 lat[name] += time_calls(engines[name], x, a.reps)
         med = {n: statistics.median(v) for n, v in lat.items()}
+        best = {n: min(v) for n, v in lat.items()}  # least disturbed by other processes
         p90 = {n: float(np.percentile(v, 90)) for n, v in lat.items()}
         results.append({"block": block, "params": count_params(model),
-                        "median_ms": med, "p90_ms": p90,
+                        "median_ms": med, "best_ms": best, "p90_ms": p90,
                         "speedup_vs_nchw": med["torch eager NCHW"] / med["onnxruntime"],
                         "speedup_vs_channels_last":
-                            med["torch eager channels_last"] / med["onnxruntime"]})
+                            med["torch eager channels_last"] / med["onnxruntime"],
+                        "best_speedup_vs_nchw": best["torch eager NCHW"] / best["onnxruntime"],
+                        "best_speedup_vs_channels_last":
+                            best["torch eager channels_last"] / best["onnxruntime"]})
         for eng in engines.values():
             eng.close()
-    t = Table(title=f"latency ms, batch {a.batch}, {a.size}x{a.size}, median (p90) over "
-                    f"{a.rounds}x{a.reps} interleaved calls")
+    t = Table(title=f"latency ms, batch {a.batch}, {a.size}x{a.size}: median [best] (p90) "
+                    f"over {a.rounds}x{a.reps} interleaved calls")
     names = list(results[0]["median_ms"])
-    for c in ["block", "params", *names, "ORT speed-up vs NCHW", "vs channels_last"]:
+    for c in ["block", "params", *names, "ORT speed-up vs NCHW [best]",
+              "vs channels_last [best]"]:
         t.add_column(c, justify="right")
     for r in results:
         t.add_row(r["block"], f"{r['params'] / 1e6:.2f}M",
-                  *[f"{r['median_ms'][n]:.1f} ({r['p90_ms'][n]:.1f})" for n in names],
-                  f"{r['speedup_vs_nchw']:.2f}x", f"{r['speedup_vs_channels_last']:.2f}x")
+                  *[f"{r['median_ms'][n]:.1f} [{r['best_ms'][n]:.1f}] ({r['p90_ms'][n]:.1f})"
+                    for n in names],
+                  f"{r['speedup_vs_nchw']:.2f}x [{r['best_speedup_vs_nchw']:.2f}x]",
+                  f"{r['speedup_vs_channels_last']:.2f}x "
+                  f"[{r['best_speedup_vs_channels_last']:.2f}x]")
     con.print(t)
+    con.print("A p90 far above the median means other processes were running: rerun when "
+              "the machine is quiet.")
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "results": results}, indent=2))
     if a.check is not None:
-        worst = min(min(r["speedup_vs_nchw"], r["speedup_vs_channels_last"]) for r in results)
+        worst = min(r["speedup_vs_nchw"] for r in results)
         if worst < a.check:
             con.print(f"[red]ORT speed-up {worst:.2f}x < {a.check}x[/]")
             return 1
