@@ -158,8 +158,8 @@ def test_predict_bad_sources_exit_2(run, tmp_path, case):
 
 
 @pytest.mark.parametrize("case", ["corrupt_onnx", "foreign_onnx", "corrupt_engine",
-                                  "not_a_run"])
-def test_predict_bad_models_exit_2(tmp_path, case):
+                                  "corrupt_weights", "not_a_run"])
+def test_predict_bad_models_exit_2(tmp_path, tiny_run, case):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), _blobs(32, 32, 0))
     if case == "corrupt_onnx":
@@ -180,6 +180,10 @@ def test_predict_bad_models_exit_2(tmp_path, case):
         model = tmp_path / "model.engine"
         model.write_bytes(b"junk")
         expect = "no sidecar"
+    elif case == "corrupt_weights":
+        model = tiny_run(width=2, depth=2)  # not exported: auto falls back to torch
+        (model / "model.safetensors").write_bytes(b"\x10\x00" * 8)
+        expect = "corrupt or truncated weights"
     else:
         model = tmp_path
         expect = "neither a run folder"
