@@ -73,8 +73,27 @@ class RunConfig:
                             "re-create the run with `lkmseg train`") from e
 
 
+def _validate(cfg: RunConfig) -> None:
+    """Catch hand-edited values before they fail deep inside model building."""
+    import torch
+
+    from lkmseg.models import build_model
+
+    for key in ("width", "depth", "in_channels"):
+        v = getattr(cfg.model, key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"model.{key} must be a positive integer, not {v!r}")
+    if len(cfg.size) != 2 or not all(16 <= s <= 8192 for s in cfg.size):
+        raise ValueError(f"size must be [height, width] within 16..8192, not {list(cfg.size)}")
+    if not 0 < cfg.threshold < 1:
+        raise ValueError(f"threshold must be between 0 and 1, not {cfg.threshold}")
+    with torch.device("meta"):  # builds the model without allocating its weights
+        build_model(cfg.model)
+
+
 def load_config(path: str | Path) -> RunConfig:
-    """Read ``config.json`` (a run folder or the file itself)."""
+    """Read and check ``config.json`` (a run folder or the file itself); every problem is a
+    UserError naming the file."""
     p = Path(path)
     p = p / "config.json" if p.is_dir() else p
     if not p.is_file():
@@ -85,4 +104,11 @@ def load_config(path: str | Path) -> RunConfig:
         raise UserError(f"{p}: unreadable config ({e}); re-create the run with `lkmseg train`") from e
     if not isinstance(d, dict):
         raise UserError(f"{p}: config must be a JSON object; re-create the run with `lkmseg train`")
-    return RunConfig.from_dict(d)
+    try:
+        cfg = RunConfig.from_dict(d)
+        _validate(cfg)
+    except UserError as e:
+        raise UserError(str(e) if str(p) in str(e) else f"{p}: {e}") from e
+    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
+        raise UserError(f"{p}: invalid config ({e}); restore it or start a new run") from e
+    return cfg

@@ -99,31 +99,10 @@ def train_cmd(
 
 
 def _resume_config(run: Path):
-    """config.json of the run to resume, checked well enough that a hand-edited file gives
-    one line naming it rather than a traceback from deep inside model building."""
-    import torch
-
+    """config.json of the run to resume (checked by load_config: one line naming it)."""
     from lkmseg.config import load_config
-    from lkmseg.models import build_model
 
-    path = run / "config.json" if run.is_dir() else run
-    try:
-        cfg = load_config(run)
-        for key in ("width", "depth"):
-            v = getattr(cfg.model, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"model.{key} must be a positive integer, not {v!r}")
-        if len(cfg.size) != 2 or not all(16 <= s <= 8192 for s in cfg.size):
-            raise ValueError(f"size must be [height, width] within 16..8192, not {list(cfg.size)}")
-        with torch.device("meta"):  # builds the model without allocating its weights
-            build_model(cfg.model)
-    except UserError as e:
-        if str(path) in str(e):
-            raise
-        raise UserError(f"{path}: {e}") from e
-    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
-        raise UserError(f"{path}: invalid config ({e}); restore it or start a new run") from e
-    return cfg
+    return load_config(run)
 
 
 def _report(console, run_dir: Path, summary: dict) -> None:
