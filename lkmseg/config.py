@@ -24,7 +24,7 @@ NORMALIZATION = {"scale": 1 / 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 
 @dataclass
 class TrainConfig:
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-4
     epochs: int | None = None
     steps: int | None = None

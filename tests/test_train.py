@@ -64,7 +64,7 @@ def test_learns_easy_data(data, tmp_path):
 
 
 def test_lr_schedule_warmup_and_decay():
-    cfg = _cfg()
+    cfg = _cfg(lr=1e-3)
     assert lr_at(cfg, 0.0) < lr_at(cfg, 0.03) == pytest.approx(1e-3)
     assert lr_at(cfg, 0.5) < lr_at(cfg, 0.1)
     assert lr_at(cfg, 1.0) == pytest.approx(1e-5)

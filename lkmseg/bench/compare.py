@@ -24,7 +24,7 @@ class CompareOptions:
     out: Path = Path("runs/compare")
     device: str = "auto"
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 3e-3
     width: int = 8
     depth: int = 6
     seed: int = 0

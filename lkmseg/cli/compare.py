@@ -16,7 +16,7 @@ def compare_cmd(
     size: Annotated[str, typer.Option(help="Training size N or HxW.")] = "128",
     budget: Annotated[str, typer.Option(help="Wall-clock budget per block: 90s, 10m, 1h.")] = "10m",
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 3e-3,
     width: Annotated[int, typer.Option(min=1)] = 8,
     depth: Annotated[int, typer.Option(min=1, max=8)] = 6,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

@@ -24,7 +24,7 @@ def train_cmd(
     time_budget: Annotated[Optional[str], typer.Option(
         help="Wall-clock budget, e.g. 90s, 10m, 1h.")] = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate.")] = 3e-3,
     width: Annotated[int, typer.Option(min=1, help="Base width.")] = 8,
     depth: Annotated[int, typer.Option(min=1, max=8, help="Number of 2x2 poolings.")] = 6,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
