@@ -101,7 +101,8 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         d = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{p}: unreadable config ({e}); re-create the run with `lkmseg train`") from e
+        raise UserError(f"{p}: unreadable config ({e}); "
+                        "re-create the run with `lkmseg train`") from e
     if not isinstance(d, dict):
         raise UserError(f"{p}: config must be a JSON object; re-create the run with `lkmseg train`")
     try:

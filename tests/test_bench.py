@@ -107,7 +107,7 @@ def test_bench_without_runs_says_how(tmp_path, monkeypatch):
                          (["--batch-sizes", "1,x"], "--batch-sizes"),
                          (["--batch-sizes", "0"], "--batch-sizes")]:
         r = CliRunner().invoke(app, ["bench", str(tmp_path), *args])
-        assert r.exit_code == 2, (args, r.output)
+        assert r.exit_code == 2 and needle in r.output, (args, r.output)
     os.makedirs(tmp_path / "notarun")
     r = CliRunner().invoke(app, ["bench", str(tmp_path / "notarun")])
     assert r.exit_code == 2 and "notarun" in r.output

@@ -97,7 +97,7 @@ def interleave(probes: dict[str, LatencyProbe], reps: int = 30, rounds: int = 3,
     a slow probe gets fewer repetitions when ``max_seconds`` (per probe) would be exceeded."""
     per_round = max(1, reps // rounds)
     for r in range(rounds):
-        for name, p in probes.items():
+        for p in probes.values():
             spent = sum(p.times)
             est = statistics.median(p.times) if p.times else 0.0
             n = per_round

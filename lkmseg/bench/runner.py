@@ -16,8 +16,13 @@ import numpy as np
 import torch
 
 from lkmseg.bench.inputs import BenchInputs, load_inputs
-from lkmseg.bench.measure import (LatencyProbe, gflops_per_image, interleave,
-                                  matmul_peak_gflops, rss_mb)
+from lkmseg.bench.measure import (
+    LatencyProbe,
+    gflops_per_image,
+    interleave,
+    matmul_peak_gflops,
+    rss_mb,
+)
 from lkmseg.config import RunConfig
 from lkmseg.data.transforms import postprocess, preprocess
 from lkmseg.errors import UserError
@@ -70,7 +75,8 @@ def _file_mb(p: Path | None) -> float | None:
 def _files(run: Path) -> dict[str, float | None]:
     ex = run / "export"
     return {"safetensors_mb": _file_mb(run / "model.safetensors"),
-            "onnx_mb": _file_mb(ex / "model.onnx"), "onnx_fp16_mb": _file_mb(ex / "model.fp16.onnx"),
+            "onnx_mb": _file_mb(ex / "model.onnx"),
+            "onnx_fp16_mb": _file_mb(ex / "model.fp16.onnx"),
             "engine_mb": _file_mb(ex / "model.engine")}
 
 

@@ -69,7 +69,7 @@ def measure_training(models: dict[str, ModelConfig], size: tuple[int, int], batc
     dev = resolve_device(device)
     tcfg = tcfg or TrainConfig(batch_size=batch)
     steps = {k: _make_step(m, size, batch, dev, tcfg) for k, m in models.items()}
-    for name, (step, _, _) in steps.items():
+    for step, _, _ in steps.values():
         for _ in range(warmup):
             step()
         _sync(dev)

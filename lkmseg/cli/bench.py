@@ -22,7 +22,8 @@ def bench_cmd(
     runs: Annotated[Optional[list[Path]], typer.Argument(
         help="Run folders (default: every run under runs/).")] = None,
     source: Annotated[Optional[Path], typer.Option(
-        help="Image folder, dataset folder or video (default: the runs' validation images).")] = None,
+        help="Image folder, dataset folder or video "
+             "(default: the runs' validation images).")] = None,
     engines: Annotated[str, typer.Option(help="Comma list: torch,onnxruntime,tensorrt.")] =
         "torch,onnxruntime,tensorrt",
     batch_sizes: Annotated[str, typer.Option(help="Comma list of batch sizes.")] = "1,8",
@@ -45,15 +46,6 @@ def bench_cmd(
     from lkmseg.errors import UserError
 
     console = Console(soft_wrap=True, width=None if Console().is_terminal else 200)
-    if not runs:
-        runs = find_runs(Path("runs"))
-        if not runs:
-            raise UserError("no runs found under runs/: train one first, e.g. `lkmseg train "
-                            "--block 1x5 --time-budget 5m`, or run `lkmseg compare`")
-    for r in runs:
-        if not (r / "config.json").is_file():
-            raise UserError(f"{r}: not a run folder (no config.json); pass folders made by "
-                            "`lkmseg train`")
     try:
         bss = [int(b) for b in parse_list(batch_sizes, "--batch-sizes")]
     except ValueError as e:
@@ -64,6 +56,15 @@ def bench_cmd(
     if "auto" in names:
         raise UserError("--engines: name them (torch,onnxruntime,tensorrt); bench measures "
                         "each, so 'auto' means nothing here")
+    if not runs:
+        runs = find_runs(Path("runs"))
+        if not runs:
+            raise UserError("no runs found under runs/: train one first, e.g. `lkmseg train "
+                            "--block 1x5 --time-budget 5m`, or run `lkmseg compare`")
+    for r in runs:
+        if not (r / "config.json").is_file():
+            raise UserError(f"{r}: not a run folder (no config.json); pass folders made by "
+                            "`lkmseg train`")
     opts = BenchOptions(engines=names, batch_sizes=bss,
                         size=parse_size(size) if size else None, device=device, train=train,
                         reps=reps, limit=limit)

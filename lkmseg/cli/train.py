@@ -33,8 +33,10 @@ def train_cmd(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
     workers: Annotated[int, typer.Option(min=0, help="Batches prefetched ahead.")] = 2,
     seed: Annotated[int, typer.Option()] = 0,
-    val_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between validations.")] = None,
-    ckpt_every: Annotated[Optional[int], typer.Option(min=1, help="Steps between checkpoints.")] = None,
+    val_every: Annotated[Optional[int],
+                         typer.Option(min=1, help="Steps between validations.")] = None,
+    ckpt_every: Annotated[Optional[int],
+                          typer.Option(min=1, help="Steps between checkpoints.")] = None,
     val_frac: Annotated[float, typer.Option(min=0.01, max=0.9)] = 0.25,
     group_pattern: Annotated[Optional[str], typer.Option(
         help="Regex on file stems whose first group names the object (split key).")] = None,

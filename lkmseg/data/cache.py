@@ -62,7 +62,8 @@ def _load_one(item: Item, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray
     mask = read_mask(item.mask)
     if mask.shape != img.shape[:2]:
         raise UserError(f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
-                        f"{item.image.name} is {img.shape[1]}x{img.shape[0]}; fix or remove the pair")
+                        f"{item.image.name} is {img.shape[1]}x{img.shape[0]}; "
+                        "fix or remove the pair")
     return resize_image(img, size), resize_mask(mask, size)
 
 

@@ -86,9 +86,9 @@ def find_items(root: str | Path, group_pattern: str | None = None,
         items.append(Item(p, m, _group_of(p.stem, layout, group_pattern)))
     if require_masks and missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        want = f"{missing[0].stem}{'_mask.gif' if layout == 'carvana' else '.png'}"
         raise UserError(f"{missing[0]}: image has no mask in {mask_dir}{more}; add "
-                        f"{mask_dir.name}/{missing[0].stem}{'_mask.gif' if layout == 'carvana' else '.png'} "
-                        "or remove the image")
+                        f"{mask_dir.name}/{want} or remove the image")
     return layout, items
 
 
