@@ -124,19 +124,19 @@ def main() -> int:
                             best["torch eager channels_last"] / best["onnxruntime"]})
         for eng in engines.values():
             eng.close()
-    t = Table(title=f"latency ms, batch {a.batch}, {a.size}x{a.size}: median [best] (p90) "
+    t = Table(title=f"latency ms, batch {a.batch}, {a.size}x{a.size}: median / best (p90) "
                     f"over {a.rounds}x{a.reps} interleaved calls")
     names = list(results[0]["median_ms"])
-    for c in ["block", "params", *names, "ORT speed-up vs NCHW [best]",
-              "vs channels_last [best]"]:
+    for c in ["block", "params", *names, "ORT speed-up vs NCHW (median / best)",
+              "vs channels_last (median / best)"]:
         t.add_column(c, justify="right")
     for r in results:
         t.add_row(r["block"], f"{r['params'] / 1e6:.2f}M",
-                  *[f"{r['median_ms'][n]:.1f} [{r['best_ms'][n]:.1f}] ({r['p90_ms'][n]:.1f})"
+                  *[f"{r['median_ms'][n]:.1f} / {r['best_ms'][n]:.1f} ({r['p90_ms'][n]:.1f})"
                     for n in names],
-                  f"{r['speedup_vs_nchw']:.2f}x [{r['best_speedup_vs_nchw']:.2f}x]",
-                  f"{r['speedup_vs_channels_last']:.2f}x "
-                  f"[{r['best_speedup_vs_channels_last']:.2f}x]")
+                  f"{r['speedup_vs_nchw']:.2f}x / {r['best_speedup_vs_nchw']:.2f}x",
+                  f"{r['speedup_vs_channels_last']:.2f}x / "
+                  f"{r['best_speedup_vs_channels_last']:.2f}x")
     con.print(t)
     con.print("A p90 far above the median means other processes were running: rerun when "
               "the machine is quiet.")
