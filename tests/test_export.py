@@ -99,6 +99,7 @@ def test_metadata_round_trip(exported):
         assert back.model == cfg.model and back.size == cfg.size and back.threshold == 0.4
     m = onnx.load(str(fp32))
     onnx.checker.check_model(m, full_check=True)
+    assert not [n for n in m.graph.node if n.op_type == "BatchNormalization"]  # folded, GCN too
     dims = [d.dim_param for d in m.graph.output[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "", "height", "width"]
     assert not m.graph.initializer[0].external_data  # one self-contained file

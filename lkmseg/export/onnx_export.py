@@ -170,6 +170,40 @@ def _dedupe_value_info(model: onnx.ModelProto) -> None:
     model.graph.value_info.extend(keep)
 
 
+def fold_gcn_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose GCN blocks have their BatchNorm folded into both branches.
+
+    The exporter folds BN into the conv right before it, but a GCN block applies BN to the sum
+    of two branches: BN(a + b) = s*a + (s*b + t), so the scale goes into each branch's last conv
+    and the shift into one of them. Other blocks are left to the exporter.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    from lkmseg.models.blocks import GCNBlock
+
+    model = copy.deepcopy(model).eval()
+    for block in model.modules():
+        if not isinstance(block, GCNBlock) or isinstance(block.bn, nn.Identity):
+            continue
+        bn = block.bn
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C,)
+        shift = bn.bias - bn.running_mean * scale
+        with torch.no_grad():
+            for i, branch in enumerate((block.left, block.right)):
+                old = branch[-1]
+                new = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size,
+                                padding=old.padding, bias=True)
+                new.weight.copy_(old.weight * scale[:, None, None, None])
+                base = old.bias * scale if old.bias is not None else torch.zeros_like(shift)
+                new.bias.copy_(base + (shift if i == 0 else 0))
+                branch[-1] = new
+        block.bn = nn.Identity()
+    return model
+
+
 def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
                 size: tuple[int, int] | None = None, batch: int = 1,
                 opset: int = MIN_OPSET) -> onnx.ModelProto:
@@ -190,7 +224,7 @@ def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
     h, w = size or cfg.size
     # torch.export specialises sizes 0 and 1: trace a dynamic export with batch >= 2.
     example = torch.rand(max(batch, 2) if dynamic else batch, 3, h, w)
-    model = model.eval()
+    model = fold_gcn_batchnorm(model.eval())
     try:
         with _quiet_exporter(), torch.no_grad():
             prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
