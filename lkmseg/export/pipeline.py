@@ -8,7 +8,6 @@ kept on disk (for inspection) but the export fails with a UserError naming it.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +86,14 @@ def timing_cache_path() -> Path:
     return root / f"tensorrt-{ver}-sm{tag}.timing"
 
 
+def _versions() -> dict[str, str | None]:
+    from lkmseg.engines.info import environment
+
+    env = environment()
+    return {k: env.get(k) for k in ("python", "torch", "onnx", "onnxslim", "onnxruntime",
+                                    "tensorrt", "cuda")}
+
+
 def _file_entry(path: Path) -> dict:
     return {"file": path.name, "mb": round(path.stat().st_size / 1e6, 3)}
 
@@ -117,8 +124,6 @@ class _Exporter:
         self.report = self._report_head()
 
     def _report_head(self) -> dict:
-        import torch
-
         spec = self.cfg.model.spec
         return {"lkmseg_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "run": str(self.run_dir), "block": spec.name, "kernel": spec.kernel,
@@ -127,7 +132,7 @@ class _Exporter:
                 "options": {k: (list(v) if isinstance(v, tuple) else
                                 str(v) if isinstance(v, Path) else v)
                             for k, v in vars(self.opts).items()},
-                "versions": {"torch": torch.__version__, "python": platform.python_version()},
+                "versions": _versions(),
                 "thresholds": parity.THRESHOLDS, "formats": {}, "passed": None}
 
     def write_report(self) -> Path:
