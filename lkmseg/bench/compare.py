@@ -191,12 +191,12 @@ def write_report(o: CompareOptions, runs: list[Path], rows: list[dict], ctx: dic
     lines += ["", "## Export parity (ONNX Runtime vs PyTorch)", ""]
     for name, e in exports.items():
         rep = json.loads(Path(e["report"]).read_text()) if Path(e["report"]).is_file() else {}
-        fm = rep.get("formats", {})
         parts = []
-        for fmt, v in fm.items():
-            if isinstance(v, dict) and v.get("max_abs_logit") is not None:
-                parts.append(f"{fmt}: max |Δlogit| {v['max_abs_logit']:.2e}, mask Dice "
-                             f"{v.get('mask_dice', float('nan')):.5f}")
+        for fmt, v in rep.get("formats", {}).items():
+            if isinstance(v, dict) and v.get("max_abs_logit_diff") is not None:
+                parts.append(f"{fmt}: max |Δlogit| {v['max_abs_logit_diff']:.1e}, mask Dice vs "
+                             f"torch {v.get('mask_dice_vs_torch', float('nan')):.5f}, Dice vs "
+                             f"ground truth {v.get('dice_vs_gt') or float('nan'):.4f}")
         status = "ok" if not e["problems"] else "PROBLEMS: " + "; ".join(e["problems"])
         lines.append(f"- {name}: {status}" + (f" ({'; '.join(parts)})" if parts else ""))
     path = o.out / "report.md"
