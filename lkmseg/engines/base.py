@@ -99,7 +99,7 @@ class Engine(ABC):
         extra = f", {self.detail}" if self.detail else ""
         return f"{self.name} ({self.precision}, {self.device}{extra})"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release runtime resources (sessions, contexts, GPU memory)."""
 
     def __enter__(self) -> Engine:  # noqa: PYI034
