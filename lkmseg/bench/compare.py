@@ -31,6 +31,7 @@ class CompareOptions:
     engines: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "tensorrt"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     bench_reps: int = 30
+    limit: int = 32
 
 
 def _run_config(o: CompareOptions, block: str) -> RunConfig:
@@ -209,7 +210,7 @@ def run_compare(o: CompareOptions, console=None) -> Path:
     runs = _train_all(o, console)
     exports = _export_all(runs, console)
     opts = BenchOptions(engines=o.engines, batch_sizes=o.batch_sizes, device=o.device,
-                        train=True, reps=o.bench_reps, export_missing=False)
+                        train=True, reps=o.bench_reps, limit=o.limit, export_missing=False)
     rows, ctx = bench(runs, None, opts, console)
     figures = save(rows, ctx, o.out)
     figures = [f for f in figures if f.suffix == ".png"]

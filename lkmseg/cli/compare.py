@@ -23,6 +23,8 @@ def compare_cmd(
     engines: Annotated[str, typer.Option(help="Engines to bench.")] = "torch,onnxruntime,tensorrt",
     batch_sizes: Annotated[str, typer.Option(help="Inference batch sizes.")] = "1,8",
     seed: Annotated[int, typer.Option()] = 0,
+    bench_reps: Annotated[int, typer.Option(min=3, help="Timed calls per configuration.")] = 30,
+    limit: Annotated[int, typer.Option(min=1, help="Validation images used for bench Dice.")] = 32,
     out: Annotated[Path, typer.Option(help="Output folder (runs/, report.md, plots).")] =
         Path("runs/compare"),
 ) -> None:
@@ -52,7 +54,7 @@ def compare_cmd(
     o = CompareOptions(blocks=names, data=data, size=parse_size(size),
                        budget_s=parse_duration(budget, "--budget"), out=out, device=device,
                        batch_size=batch_size, lr=lr, width=width, depth=depth, seed=seed,
-                       engines=engs, batch_sizes=bss)
+                       engines=engs, batch_sizes=bss, bench_reps=bench_reps, limit=limit)
     report = run_compare(o, console)
     console.print(f"report: {report}")
 
