@@ -599,17 +599,14 @@ def test_run_folder_input(world, case, command):
     assert_unchanged(before, _files(world.root))
 
 
-ONNX_SHAPE = ("lkmseg/engines/onnxruntime_engine.py (not mine): the model's input/output "
-              "shapes are not checked against (B, 3, H, W) -> (B, 1, H, W)")
 MODEL_CASES = {
     "video_zero_frames": (_video_zero_frames, None),
     "not_a_video_mp4": (_not_a_video, None),
     "truncated_safetensors": (_truncated_safetensors, None),
     "truncated_safetensors_export": (_truncated_safetensors_export, None),
     "truncated_onnx": (_truncated_onnx, None),
-    "onnx_one_channel_input": (_onnx_one_channel_input, ONNX_SHAPE + " (ORT traceback)"),
-    "onnx_three_channel_output": (_onnx_three_channel_output,
-                                  ONNX_SHAPE + " (silently writes masks from channel 0)"),
+    "onnx_one_channel_input": (_onnx_one_channel_input, None),
+    "onnx_three_channel_output": (_onnx_three_channel_output, None),
     "truncated_engine": (_truncated_engine, None),
     "predict_source_not_an_image": (_source_not_an_image, None),
     "predict_source_huge_dimensions": (_source_huge_dimensions, None),
@@ -649,8 +646,6 @@ def test_predict_valid_unusual_images(world, case):
 
 # ------------------------------------------------------------------------- wrong option values
 
-DEVICE_XFAIL = ("lkmseg/engines (not mine): `predict --device tpu` (engine auto) says 'no "
-                "engine can run RUN here (no model files found ...)' instead of naming the device")
 OPTION_CASES = {  # id: (argv builder, text the message must contain, xfail reason)
     "train_batch_size_0": (lambda w: ["--batch-size", "0"], "--batch-size", None),
     "train_size_too_small": (lambda w: ["--size", "10x10"], "--size", None),
@@ -681,7 +676,7 @@ OPTION_CASES = {  # id: (argv builder, text the message must contain, xfail reas
     "predict_engine_unknown": (lambda w: _predict(w, w.run, None, "--engine", "tflite"),
                                "tflite", None),
     "predict_device_tpu": (lambda w: ["predict", w.run, w.image, "--out", w.pred,
-                                      "--device", "tpu"], "tpu", DEVICE_XFAIL),
+                                      "--device", "tpu"], "tpu", None),
     "predict_source_missing": (lambda w: _predict(w, w.run, w.root / "nope.jpg"), "nope.jpg",
                                None),
     "export_opset_5": (lambda w: ["export", w.run, "--opset", "5"], "--opset", None),

@@ -102,7 +102,8 @@ def _assert_same_weights(a: Path, b: Path, atol: float = 2e-5) -> None:
     wa, wb = load_file(a), load_file(b)
     assert wa.keys() == wb.keys()
     for k in wa:  # parameters and BatchNorm running statistics alike
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=atol,
+                                   msg=lambda m, k=k: f"{k}: {m}")
 
 
 def _steps(path: Path) -> list[int]:
@@ -183,7 +184,8 @@ def test_ctrl_c_under_nproc_then_resume(ddp_env, monkeypatch):
     assert stopped["status"] == "interrupted" and 3 <= stopped["steps"] < steps
 
     r = subprocess.run([sys.executable, "-m", "lkmseg", "train", "--resume", str(run),
-                        "--nproc", "2"], env=env, capture_output=True, text=True, timeout=300, check=False)
+                        "--nproc", "2"], env=env, capture_output=True, text=True, timeout=300,
+                       check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "complete" and s["steps"] == steps

@@ -52,6 +52,8 @@ def load_engine(name: str, model: str | Path | ModelSource, precision: str | Non
     ``name`` ('auto', 'torch', 'onnxruntime', 'tensorrt'). ``kw`` goes to the engine
     (e.g. ``threads``/``spinning``/``providers`` for onnxruntime, ``channels_last`` for torch).
     """
+    if device not in ("auto", "cpu", "cuda", "gpu", "tensorrt") and not device.startswith("cuda:"):
+        raise UserError(f"--device {device}: choose auto, cpu or cuda")
     src = model if isinstance(model, ModelSource) else resolve_model(model)
     n = canonical_name(name)
     if n == "auto":

@@ -167,6 +167,10 @@ class OnnxRuntimeEngine(Engine):
         inp = self.session.get_inputs()[0]
         self._in, self._out = inp.name, self.session.get_outputs()[0].name
         dims = list(inp.shape)
+        out_dims = list(self.session.get_outputs()[0].shape)
+        if len(dims) != 4 or dims[1] != 3 or len(out_dims) != 4 or out_dims[1] != 1:
+            raise UserError(f"{self.path}: model maps {dims} -> {out_dims}, not an lkmseg U-Net "
+                            "(B, 3, H, W) -> (B, 1, H, W); re-export it with `lkmseg export RUN`")
         self.fixed_batch = dims[0] if isinstance(dims[0], int) else None
         if all(isinstance(d, int) for d in dims[2:]):
             self.fixed_hw = (dims[2], dims[3])
