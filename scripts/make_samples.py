@@ -33,10 +33,15 @@ def _encode(ext: str, img: np.ndarray, params: list[int]) -> bytes:
     return buf.tobytes()
 
 
+def sample_stem(index: int, view: int) -> str:
+    """``synth-<id>_<NN>``: Carvana-like, but never mistakable for a real Carvana file."""
+    return f"synth-{car_id(SEED, index)}_{view:02d}"
+
+
 def write_images(out: Path) -> list[Path]:
     paths = []
     for index, view in IMAGES:
-        stem = f"{car_id(SEED, index)}_{view:02d}"
+        stem = sample_stem(index, view)
         img, mask = render_view(car_of(SEED, index), view, IMAGE_SIZE)
         jpg = _encode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
         write_bytes(out / "images" / f"{stem}.jpg", jpg)

@@ -152,7 +152,7 @@ def test_default_dataset_concurrent_winner(tmp_path, monkeypatch):
 
 def test_samples_pair_by_stem_and_video_reads_back():
     images = sorted((SAMPLES / "images").glob("*.jpg"))
-    assert len(images) == 4 and all(NAME.match(p.name) for p in images)
+    assert len(images) == 4 and all(NAME.match(p.name[len("synth-"):]) for p in images)
     for p in images:
         mask = cv2.imread(str(SAMPLES / "masks" / f"{p.stem}.png"), cv2.IMREAD_GRAYSCALE)
         assert mask is not None and set(np.unique(mask)) == {0, 255}
@@ -175,7 +175,7 @@ def test_samples_match_the_generator():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     for index, view in mod.IMAGES:
-        stem = f"{car_id(mod.SEED, index)}_{view:02d}"
+        stem = mod.sample_stem(index, view)
         img, mask = render_view(car_of(mod.SEED, index), view, mod.IMAGE_SIZE)
         saved = cv2.imread(str(SAMPLES / "masks" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
         assert np.array_equal(mask, saved), f"{stem}: rerun scripts/make_samples.py"
