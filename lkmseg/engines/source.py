@@ -55,15 +55,28 @@ def _from_run(path: Path, given: Path) -> ModelSource:
     return src
 
 
+def read_sidecar(engine_path: Path) -> dict:
+    side = sidecar_path(engine_path)
+    if not side.is_file():
+        raise UserError(f"{engine_path}: no sidecar {side.name} beside it (TensorRT version "
+                        "and GPU unknown); rebuild with `lkmseg export RUN --trt`")
+    try:
+        d = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{side}: unreadable sidecar ({type(e).__name__}); "
+                        "rebuild with `lkmseg export RUN --trt`") from e
+    if not isinstance(d, dict) or "tensorrt_version" not in d:
+        raise UserError(f"{side}: not an lkmseg engine sidecar; rebuild with "
+                        "`lkmseg export RUN --trt`")
+    return d
+
+
 def _config_from_sidecar(engine: Path) -> RunConfig:
     side = sidecar_path(engine)
-    if not side.is_file():
-        raise UserError(f"{engine}: no sidecar {side.name} beside it, so its TensorRT version, "
-                        "GPU and preprocessing are unknown; rebuild with `lkmseg export RUN --trt`")
     try:
-        return RunConfig.from_dict(json.loads(side.read_text())["run_config"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{side}: unreadable sidecar ({type(e).__name__}); "
+        return RunConfig.from_dict(read_sidecar(engine)["run_config"])
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{side}: sidecar has no usable run_config ({type(e).__name__}); "
                         "rebuild with `lkmseg export RUN --trt`") from e
 
 

@@ -3,7 +3,6 @@ torch stream, dynamic input shapes within the engine's optimization profile."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from lkmseg.config import RunConfig
 from lkmseg.engines.base import Engine
-from lkmseg.engines.source import ModelSource, sidecar_path
+from lkmseg.engines.source import ModelSource, read_sidecar
 from lkmseg.errors import UserError
 from lkmseg.export.tensorrt_build import (
     ProfileShapes,
@@ -20,22 +19,6 @@ from lkmseg.export.tensorrt_build import (
     require_tensorrt,
     tensorrt_status,
 )
-
-
-def read_sidecar(engine_path: Path) -> dict:
-    side = sidecar_path(engine_path)
-    if not side.is_file():
-        raise UserError(f"{engine_path}: no sidecar {side.name} beside it (TensorRT version "
-                        "and GPU unknown); rebuild with `lkmseg export RUN --trt`")
-    try:
-        d = json.loads(side.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{side}: unreadable sidecar ({type(e).__name__}); "
-                        "rebuild with `lkmseg export RUN --trt`") from e
-    if not isinstance(d, dict) or "tensorrt_version" not in d:
-        raise UserError(f"{side}: not an lkmseg engine sidecar; rebuild with "
-                        "`lkmseg export RUN --trt`")
-    return d
 
 
 class TensorRTEngine(Engine):

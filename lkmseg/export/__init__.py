@@ -11,22 +11,22 @@ Public API::
 """
 
 from lkmseg.export.onnx_export import (
-                                       MARKER,
-                                       config_from_metadata,
-                                       convert_fp16,
-                                       export_onnx,
-                                       load_onnx,
-                                       read_metadata,
-                                       save_onnx,
+    MARKER,
+    config_from_metadata,
+    convert_fp16,
+    export_onnx,
+    load_onnx,
+    read_metadata,
+    save_onnx,
 )
 from lkmseg.export.pipeline import ExportOptions, ExportResult, export_run
 from lkmseg.export.tensorrt_build import (
-                                       ProfileShapes,
-                                       build_engine,
-                                       check_compatible,
-                                       profile_shapes,
-                                       require_tensorrt,
-                                       tensorrt_status,
+    ProfileShapes,
+    build_engine,
+    check_compatible,
+    profile_shapes,
+    require_tensorrt,
+    tensorrt_status,
 )
 
 __all__ = ["MARKER", "ExportOptions", "ExportResult", "ProfileShapes", "build_engine",
