@@ -11,6 +11,7 @@ demo: setup
 		--batch-sizes 1 --bench-reps 10 --limit 16 --out runs/compare
 
 test: setup
+	.venv/bin/deptry .
 	.venv/bin/python -m pytest -q
 
 bench-train: setup

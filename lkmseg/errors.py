@@ -1,12 +1,34 @@
-"""Errors a user can cause. The CLI turns them into one line on stderr and exit code 2."""
+"""The errors lkmseg reports without a traceback, and their exit codes.
+
+Exit codes (README "Errors"): 0 done; 1 a bug (Python traceback: please report it);
+2 bad input — a missing or corrupt file, a wrong option, no GPU, a missing optional
+dependency (``UserError``); 3 a quality gate failed — export parity, INT8 accuracy, an engine
+build (``GateFailed``); the files were written and the report says which figure missed.
+"""
 
 from __future__ import annotations
 
+EXIT_BUG, EXIT_BAD_INPUT, EXIT_GATE = 1, 2, 3
 
-class UserError(Exception):
+
+class LkmsegError(Exception):
+    """An expected failure: the CLI prints ``error: <message>`` (one line) and exits with
+    ``exit_code``. Never raise it for a programming error: let those show a traceback."""
+
+    exit_code = EXIT_BUG
+
+
+class UserError(LkmsegError):
     """Bad input, a bad option, or a missing optional dependency/device.
 
     The message must name the culprit (file, option) and the fix, in one line.
     """
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
+
+
+class GateFailed(LkmsegError):
+    """A quality gate failed (parity, INT8 accuracy, TensorRT build): the output files are
+    kept for inspection, the message names the figure that missed and the report file."""
+
+    exit_code = EXIT_GATE

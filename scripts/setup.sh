@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Set up lkmseg in ./.venv on a fresh machine, in minutes:
-#  - reuses a torch that is already installed (e.g. the CUDA build on a GPU machine: the venv
-#    sees system site-packages, so torch is never reinstalled);
-#  - otherwise installs torch 2.13: the CPU build where no NVIDIA GPU is present (from a local
-#    wheel if pip's find-links has one, else from PyTorch's CPU index), the default CUDA build
-#    where `nvidia-smi` works.
-#  - installs lkmseg (editable) with its dependencies; `--dev` adds the test tools.
+# Set up lkmseg in ./.venv on a fresh machine, in minutes.
+#
+#  - The venv is isolated (no system site-packages), so a dependency that lkmseg forgets to
+#    declare fails here and in CI instead of on a user's machine.
+#  - torch: where `nvidia-smi` works and the system Python already has a CUDA build of torch,
+#    the venv reuses it (made with --system-site-packages, and says so): never a second
+#    multi-GB download. Otherwise it installs torch 2.13: the CPU build where there is no
+#    NVIDIA GPU (a local wheel when pip's configuration has one, else PyTorch's CPU index), the
+#    default CUDA build where there is one.
+#  - lkmseg (editable) with its declared dependencies; `--dev` adds the test tools.
+#  - On x86-64, OpenVINO (the `openvino` extra: Intel CPUs' deployment runtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,15 +17,26 @@ VENV=${LKMSEG_VENV:-.venv}
 EXTRAS=()
 [ "${1:-}" = "--dev" ] && EXTRAS+=(dev)
 
+have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; }
+system_cuda_torch() {
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" >/dev/null 2>&1
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv --system-site-packages "$VENV"
+  if have_gpu && system_cuda_torch; then
+    echo "setup: NVIDIA GPU and a CUDA torch in $("$PY" -c 'import sys; print(sys.prefix)'):"\
+         "the venv reuses it (--system-site-packages)"
+    "$PY" -m venv --system-site-packages "$VENV"
+  else
+    "$PY" -m venv "$VENV"
+  fi
 fi
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip install --quiet --disable-pip-version-check)
 
 if "$VPY" -c "import torch" 2>/dev/null; then
   echo "setup: using the installed torch $("$VPY" -c 'import torch; print(torch.__version__)')"
-elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+elif have_gpu; then
   echo "setup: NVIDIA GPU found: installing the CUDA build of torch"
   "${PIP[@]}" "torch==2.13.0"
 elif "$VPY" -m pip download --quiet --no-deps --no-index -d "$(mktemp -d)" "torch==2.13.0+cpu" \
@@ -33,11 +48,7 @@ else
   "${PIP[@]}" "torch==2.13.0+cpu" --extra-index-url https://download.pytorch.org/whl/cpu
 fi
 
-# onnxruntime and onnxruntime-gpu share one module folder: never install both. Keep the one
-# present; otherwise the `cpu` extra brings onnxruntime (`gpu` brings onnxruntime-gpu + TensorRT).
-if ! "$VPY" -c "import onnxruntime" 2>/dev/null; then
-  EXTRAS+=(cpu)
-fi
+case "$(uname -m)" in x86_64|amd64) EXTRAS+=(openvino) ;; esac
 SPEC="."
 if [ ${#EXTRAS[@]} -gt 0 ]; then SPEC=".[$(IFS=,; echo "${EXTRAS[*]}")]"; fi
 "${PIP[@]}" -e "$SPEC"

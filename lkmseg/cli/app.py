@@ -1,6 +1,7 @@
 """The `lkmseg` command line: one module per command, each with ``register(app)``.
 
-Errors a user can cause (UserError) print one line and exit with code 2, no traceback.
+Expected failures (``LkmsegError``) print one line and exit with their code: 2 bad input,
+3 a failed quality gate. Anything else is a bug and shows its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -8,22 +9,21 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
-from lkmseg.errors import UserError
+from lkmseg.errors import LkmsegError
 
 COMMANDS = ["train", "data", "export", "predict", "info", "bench", "compare"]
 
 
 class _Group(TyperGroup):
-    def invoke(self, ctx: click.Context):  # noqa: ANN201
+    def invoke(self, ctx: typer.Context):  # noqa: ANN201
         try:
             return super().invoke(ctx)
-        except UserError as e:
-            click.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+        except LkmsegError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
 
 
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
@@ -38,18 +38,12 @@ def _root() -> None:
 
 
 for _name in COMMANDS:
-    try:
-        _mod = importlib.import_module(f"lkmseg.cli.{_name}")
-    except ModuleNotFoundError as _e:  # a command module not written yet
-        if _e.name != f"lkmseg.cli.{_name}":
-            raise
-        continue
-    _mod.register(app)
+    importlib.import_module(f"lkmseg.cli.{_name}").register(app)
 
 
 def main() -> None:
     try:
         app()
-    except UserError as e:  # raised outside a command (e.g. while parsing)
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
+    except LkmsegError as e:  # raised outside a command (e.g. while parsing)
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
