@@ -10,6 +10,8 @@
 #    default CUDA build where there is one.
 #  - lkmseg (editable) with its declared dependencies; `--dev` adds the test tools.
 #  - On x86-64, OpenVINO (the `openvino` extra: Intel CPUs' deployment runtime).
+#  - On x86-64 Linux, the `serve` extra (PyTriton, whose wheel ships NVIDIA Triton Inference
+#    Server, and tritonclient): `lkmseg serve`, benchmarks/serve_load.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -49,6 +51,8 @@ else
 fi
 
 case "$(uname -m)" in x86_64|amd64) EXTRAS+=(openvino) ;; esac
+# nvidia-pytriton has manylinux wheels only (x86-64 and aarch64): add it where one exists here.
+if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then EXTRAS+=(serve); fi
 SPEC="."
 if [ ${#EXTRAS[@]} -gt 0 ]; then SPEC=".[$(IFS=,; echo "${EXTRAS[*]}")]"; fi
 "${PIP[@]}" -e "$SPEC"

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from lkmseg.errors import LkmsegError
 
-COMMANDS = ["train", "data", "export", "predict", "info", "bench", "compare"]
+COMMANDS = ["train", "data", "export", "predict", "info", "bench", "compare", "serve"]
 
 
 class _Group(TyperGroup):

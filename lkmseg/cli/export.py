@@ -73,10 +73,15 @@ def export_cmd(
     workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 4.0,
     parity_images: Annotated[int, typer.Option(help="Images used for the parity check.")] = 16,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/export).")] = None,
+    triton: Annotated[Path | None, typer.Option(
+        "--triton", help="Also write a Triton model repository here (onnxruntime, openvino "
+                         "and, when built, tensorrt models); with --no-onnx and no --trt, "
+                         "only write it from the existing export.")] = None,
 ) -> None:
     """Export RUN to ONNX fp32 + fp16 (and TensorRT), checking parity against PyTorch.
 
-    Writes RUN/export/{model.onnx, model.fp16.onnx, model.engine(+.json), report.json}.
+    Writes RUN/export/{model.onnx, model.fp16.onnx, model.engine(+.json), report.json};
+    --triton REPO adds a Triton model repository (REPO/<run>-<backend>/config.pbtxt + 1/).
     Exits 2 when a format misses its parity bar (fp32: max |Δ logit| <= 1e-3 and mask Dice
     >= 0.999; fp16: mask Dice >= 0.995) or --trt cannot run here; files are kept.
     """
@@ -86,6 +91,9 @@ def export_cmd(
     from lkmseg.export import ExportOptions, export_run
 
     console = Console(stderr=True)
+    if triton is not None and not onnx and not trt:
+        _triton_repo(run, out, triton, max_batch, console)
+        return
     opts = ExportOptions(onnx=onnx, fp16=fp16, trt=trt, dynamic=dynamic, size=parse_size(size),
                          batch=batch, opset=opset, trt_precision=trt_precision.lower(),
                          max_batch=max_batch, workspace_gib=workspace,
@@ -97,6 +105,24 @@ def export_cmd(
         typer.echo(f"{key}: {path}")
     typer.echo(f"report: {result.report_path}")
     result.check()
+    if triton is not None:
+        _triton_repo(run, out, triton, max_batch, console)
+
+
+def _triton_repo(run: Path, out: Path | None, repo: Path, max_batch: int | None,
+                 console) -> None:  # noqa: ANN001 — rich Console
+    from rich.markup import escape
+
+    from lkmseg.export.triton_repo import TritonRepoOptions, write_triton_repo
+
+    opts = TritonRepoOptions(max_batch=max_batch or 8)
+    res = write_triton_repo(out or run / "export", repo, run, opts,
+                            log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
+    for note in res.notes:
+        console.print(f"[yellow]{escape(note)}[/]")
+    for name, folder in res.models.items():
+        typer.echo(f"triton: {name} -> {folder}")
+    typer.echo(f"triton: {repo / 'README.md'}")
 
 
 def register(app: typer.Typer) -> None:

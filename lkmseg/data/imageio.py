@@ -28,7 +28,11 @@ MAX_PIXELS = 100_000_000  # refuse absurd dimensions instead of exhausting memor
 _CV_GIF = tuple(int(x) for x in cv2.__version__.split(".")[:2]) >= (4, 7)
 # We report every decoding failure ourselves (one line naming the file); OpenCV's own log
 # lines and Pillow's decompression-bomb warning would only add noise on stderr.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+_CV_LOG = getattr(cv2.utils, "logging", None)  # OpenCV 5; 4.x has cv2.setLogLevel only
+if _CV_LOG is not None:
+    _CV_LOG.setLogLevel(_CV_LOG.LOG_LEVEL_SILENT)
+else:
+    cv2.setLogLevel(0)  # 0 = LOG_LEVEL_SILENT (numpy<2 environments, e.g. the serve extra)
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # FFmpeg's "moov atom not found" & co.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 

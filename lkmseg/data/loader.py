@@ -55,7 +55,7 @@ class BatchSource:
     def sample_seed(self, step: int, position: int) -> int:
         """Seed of the augmentation of the sample at ``position`` in global batch ``step``."""
         ss = np.random.SeedSequence([self.seed % 2**63, step, position])
-        return int(ss.generate_state(1, np.uint64)[0] >> 1)
+        return int(ss.generate_state(1, np.uint64)[0]) >> 1  # NumPy 1.x: no uint64 >> int
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, H, W) float in [0, 1] and (B, 1, H, W) float {0, 1} on ``device``."""
