@@ -1,0 +1,360 @@
+"""`lkmseg serve`: one Triton server for the whole run (started once, stopped by the last test).
+
+Covers: start (banner, readiness), masks equal to `lkmseg predict` over HTTP and gRPC, logits,
+concurrent requests batched by Triton with each client getting its own mask, bad requests
+answered with errors while the server keeps serving, one-line errors (port in use, bad model,
+missing extra), and SIGTERM finishing the requests in flight.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import SAMPLES
+from test_export import shared_export
+from typer.testing import CliRunner
+
+from lkmseg.cli.app import app
+from lkmseg.data.transforms import logit_threshold, preprocess
+from lkmseg.engines import load_engine
+from lkmseg.predict import predict_arrays
+from lkmseg.serve.segmenter import BadRequest, Segmenter, check_images, resize_logits
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+QUEUE_DELAY_MS = 30  # long enough that requests sent together are batched together
+MAX_SIDE = 2048  # the 20000x20000 case of the load test, at a test-sized cost
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class _Server:
+    def __init__(self, run: Path, log: Path) -> None:
+        self.run, self.log_path = run, log
+        self.http_port, self.grpc_port, self.metrics_port = _free_ports(3)
+        cmd = [sys.executable, "-m", "lkmseg", "serve", str(run), "--address", "127.0.0.1",
+               "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
+               "--metrics-port", str(self.metrics_port), "--logits", "--max-batch", "8",
+               "--queue-delay-ms", str(QUEUE_DELAY_MS), "--max-side", str(MAX_SIDE),
+               "--exit-timeout", "10"]
+        self._log = open(log, "w")  # noqa: SIM115 — closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"lkmseg serve exited {self.proc.returncode}:\n"
+                                   f"{self.output()[-3000:]}")
+            if "SIGTERM stops the server" in self.output():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"lkmseg serve not ready after {timeout_s}s:\n{self.output()[-3000:]}")
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def served_run(tmp_path_factory) -> Path:
+    run, res = shared_export(tmp_path_factory)
+    assert res.exit_code == 0, res.output
+    return run
+
+
+@pytest.fixture(scope="session")
+def server(served_run, tmp_path_factory):
+    pytest.importorskip("pytriton", reason="the 'serve' extra (nvidia-pytriton) is not "
+                                           "installed: pip install 'lkmseg[serve]'")
+    pytest.importorskip("tritonclient.grpc", reason="the 'serve' extra (tritonclient) is not "
+                                                    "installed: pip install 'lkmseg[serve]'")
+    srv = _Server(served_run, tmp_path_factory.mktemp("serve") / "serve.log")
+    try:
+        srv.wait_ready()
+    except BaseException:
+        srv.stop()
+        raise
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def live(server):
+    if server.proc.poll() is not None:
+        pytest.fail("the shared server was stopped by an earlier test (the SIGTERM test must "
+                    "run last)")
+    return server
+
+
+@pytest.fixture(scope="session")
+def engine(served_run):
+    return load_engine("auto", served_run, device="cpu")
+
+
+def _client(srv: _Server, protocol: str = "http"):
+    from lkmseg.serve.client import SegmentClient
+
+    return SegmentClient(srv.http if protocol == "http" else srv.grpc, protocol, timeout_s=60)
+
+
+def _samples() -> list[tuple[str, np.ndarray]]:
+    return [(p.stem, cv2.imread(str(p))[..., ::-1].copy())
+            for p in sorted((SAMPLES / "images").glob("*.jpg"))]
+
+
+def test_start_banner_and_readiness(live):
+    out = live.output()
+    for needle in (f"http://127.0.0.1:{live.http_port}/v2/models/lkmseg/infer",
+                   f"127.0.0.1:{live.grpc_port}", f"127.0.0.1:{live.metrics_port}/metrics",
+                   "onnxruntime", "client.infer(\"lkmseg\""):
+        assert needle in out
+    with _client(live) as c:
+        assert c.ready()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_masks_equal_lkmseg_predict(live, served_run, engine, tmp_path, protocol):
+    res = runner.invoke(app, ["predict", str(served_run), str(SAMPLES / "images"), "--out",
+                              str(tmp_path), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    with _client(live, protocol) as c:
+        for stem, img in _samples():
+            mask, logits = c.segment(img, logits=True)
+            want = (cv2.imread(str(tmp_path / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 127)
+            assert mask.shape == img.shape[:2] and mask.dtype == np.uint8
+            assert np.array_equal(mask, want.astype(np.uint8)), stem
+            assert logits.shape == img.shape[:2] and logits.dtype == np.float32
+            local = resize_logits(engine(preprocess([img], engine.config.size).numpy()),
+                                  [img.shape[:2]])[0]
+            assert np.allclose(logits, local, atol=1e-5) and logits.std() > 0
+            assert np.array_equal(logits > logit_threshold(0.5), mask.astype(bool))
+
+
+def test_concurrent_requests_are_batched_and_not_mixed_up(live, engine):
+    from lkmseg.serve.client import batch_stats
+
+    rng = np.random.default_rng(3)
+    imgs = [rng.integers(0, 256, (72, 100, 3), dtype=np.uint8) for _ in range(8)]
+    for i, im in enumerate(imgs):  # a different blob in each image
+        cv2.circle(im, (10 + 10 * i, 36), 12, (255, 255, 255), -1)
+    want = predict_arrays(engine, imgs)
+    before = batch_stats(f"http://{live.http}")
+    got: dict[int, np.ndarray] = {}
+    barrier = threading.Barrier(len(imgs))
+
+    def one(i: int) -> None:
+        with _client(live) as c:
+            barrier.wait(timeout=30)
+            got[i] = c.segment(imgs[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(imgs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(got) == list(range(len(imgs)))
+    for i in range(len(imgs)):
+        assert np.array_equal(got[i], want[i]), i
+    after = batch_stats(f"http://{live.http}")
+    delta = {b: after.get(b, 0) - before.get(b, 0) for b in after}
+    assert sum(b * n for b, n in delta.items()) == len(imgs)
+    assert max(b for b, n in delta.items() if n > 0) > 1  # Triton batched some together
+
+
+def _raw_http(srv: _Server, header: dict, body: bytes, declared: int) -> tuple[int, str]:
+    """POST a KServe v2 binary request whose data may be shorter than its header says."""
+    head = json.dumps(header).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", srv.http_port, timeout=30)
+    try:
+        conn.request("POST", "/v2/models/lkmseg/infer", head + body, headers={
+            "Inference-Header-Content-Length": str(len(head)),
+            "Content-Type": "application/octet-stream"})
+        r = conn.getresponse()
+        return r.status, r.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def test_bad_requests_get_errors_and_server_keeps_serving(live):
+    from tritonclient.utils import InferenceServerException
+
+    good = np.full((1, 40, 60, 3), 128, np.uint8)
+    cases = {  # name: (array, declared Triton datatype)
+        "wrong dtype": (np.zeros((1, 40, 60, 3), np.float32), "FP32"),
+        "wrong rank": (np.zeros((1, 40, 60), np.uint8), "UINT8"),
+        "zero-size": (np.zeros((1, 0, 60, 3), np.uint8), "UINT8"),
+        "too large": (np.zeros((1, MAX_SIDE + 1, 16, 3), np.uint8), "UINT8"),
+    }
+    with _client(live) as c:
+        for name, (arr, dtype) in cases.items():
+            with pytest.raises(InferenceServerException) as err:
+                c.infer(arr, datatype=dtype)
+            assert str(err.value), name
+            assert c.infer(good)["mask"].shape == (1, 40, 60), f"not serving after {name}"
+        with pytest.raises(InferenceServerException, match="larger than this server accepts"):
+            c.infer(cases["too large"][0])
+    n = 1 * 32 * 32 * 3
+    header = {"inputs": [{"name": "image", "shape": [1, 32, 32, 3], "datatype": "UINT8",
+                          "parameters": {"binary_data_size": n}}],
+              "outputs": [{"name": "mask", "parameters": {"binary_data": True}}]}
+    status, text = _raw_http(live, header, bytes(n // 2), n)
+    assert status == 400, text  # truncated payload: refused by Triton itself
+    with _client(live, "grpc") as c:
+        assert c.segment(good[0]).shape == (40, 60)
+
+
+def test_port_in_use_is_a_one_line_error(live, served_run):
+    res = runner.invoke(app, ["serve", str(served_run), "--address", "127.0.0.1",
+                              "--http-port", str(live.http_port)])
+    assert res.exit_code == 2
+    assert f"--http-port {live.http_port}" in res.output and "in use" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_model_and_options_are_one_line_errors(tmp_path, served_run):
+    res = runner.invoke(app, ["serve", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "not found" in res.output
+    res = runner.invoke(app, ["serve", str(served_run), "--http-port", "9000",
+                              "--grpc-port", "9000"])
+    assert res.exit_code == 2 and "must differ" in res.output
+    res = runner.invoke(app, ["serve", str(served_run), "--max-batch", "0"])
+    assert res.exit_code == 2 and "--max-batch 0" in res.output
+
+
+def test_missing_extra_names_the_install_command(monkeypatch, served_run):
+    monkeypatch.setitem(sys.modules, "pytriton.triton", None)  # import fails like a missing one
+    res = runner.invoke(app, ["serve", str(served_run)])
+    assert res.exit_code == 2
+    assert "pip install 'lkmseg[serve]'" in res.output and "Traceback" not in res.output
+
+
+def test_segmenter_mixed_sizes_in_one_batch_equal_predict(engine):
+    """Triton batches equal shapes only, but the callable itself handles any mix."""
+    rng = np.random.default_rng(0)
+    sizes = [(50, 70), (120, 33), (64, 96), (9, 300)]
+    reqs = [{"image": rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)} for h, w in sizes]
+    seg = Segmenter(engine, logits=True)
+    out = seg(reqs)
+    assert len(out) == len(reqs)
+    for req, resp in zip(reqs, out):
+        want = predict_arrays(engine, list(req["image"]))
+        assert resp["mask"].shape == req["image"].shape[:3]
+        assert all(np.array_equal(m, w) for m, w in zip(resp["mask"], want))
+        assert np.array_equal(resp["logits"] > logit_threshold(seg.threshold),
+                              resp["mask"].astype(bool))
+
+
+@pytest.mark.parametrize("arr, match", [
+    (np.zeros((1, 8, 8, 3), np.float32), "UINT8"),
+    (np.zeros((8, 8, 3), np.uint8), r"\(batch, height, width, 3\)"),
+    (np.zeros((1, 8, 8, 4), np.uint8), r"\(batch, height, width, 3\)"),
+    (np.zeros((0, 8, 8, 3), np.uint8), "empty"),
+    (np.zeros((1, 8, 0, 3), np.uint8), "empty"),
+    (np.zeros((1, 20000, 1, 3), np.uint8), "20000x1 is larger"),
+])
+def test_check_images_refuses(arr, match):
+    with pytest.raises(BadRequest, match=match):
+        check_images(arr, max_side=8192)
+
+
+def test_libpython_link_goes_first_and_is_removed():
+    from lkmseg.serve.pybackend import libpython_on_path, own_libpython
+
+    lib = own_libpython()
+    before = os.environ.get("LD_LIBRARY_PATH")
+    with libpython_on_path() as folder:
+        if lib is None:
+            assert folder is None
+            pytest.skip("this interpreter has no shared libpython (nothing to fix)")
+        first = os.environ["LD_LIBRARY_PATH"].split(":")[0]
+        assert Path(first) == folder and [p.name for p in folder.iterdir()] == [lib.name]
+        assert (folder / lib.name).resolve() == lib.resolve()
+    assert os.environ.get("LD_LIBRARY_PATH") == before and not folder.exists()
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(live, engine):
+    """Runs last: SIGTERM while 3 clients keep sending. Triton refuses new connections,
+    finishes what is in flight (and serves the open connections until they close); the
+    clients stop, and the server exits 0 well before its exit timeout. No answer is torn."""
+    from tritonclient.utils import InferenceServerException
+
+    img = np.full((96, 128, 3), 40, np.uint8)
+    cv2.circle(img, (64, 48), 30, (250, 250, 250), -1)
+    want = predict_arrays(engine, [img])[0]
+    results: list[tuple[float, str]] = []  # (time answered, "ok" | "torn" | error type)
+    sending, stop_clients = threading.Barrier(4), threading.Event()
+    failures = (InferenceServerException, OSError, http.client.HTTPException)
+
+    def client() -> None:
+        with _client(live) as c:
+            sending.wait(timeout=30)
+            for _ in range(500):  # bounded in count (and by stop_clients in time)
+                if stop_clients.is_set():
+                    return
+                try:
+                    m = c.segment(img)
+                except failures as e:
+                    results.append((time.monotonic(), type(e).__name__))
+                    return
+                results.append((time.monotonic(), "ok" if np.array_equal(m, want) else "torn"))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    sending.wait(timeout=30)
+    time.sleep(0.5)
+    t_term = time.monotonic()
+    live.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    with pytest.raises(failures), _client(live) as late:  # a new client is turned away
+        late.segment(img)
+    stop_clients.set()
+    for t in threads:
+        t.join(60)
+    code = live.stop(timeout_s=60)
+    exit_s = time.monotonic() - t_term
+    kinds = [k for _, k in results]
+    assert code == 0 and "stopped" in live.output(), live.output()[-2000:]
+    assert "torn" not in kinds and kinds.count("ok") > 0
+    assert any(k == "ok" and t > t_term for t, k in results)  # in flight at SIGTERM: answered
+    assert "Exit timeout expired" not in live.output() and exit_s < 10  # a graceful exit
