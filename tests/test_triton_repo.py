@@ -1,0 +1,165 @@
+"""`lkmseg export RUN --triton REPO`: every config.pbtxt parses with Triton's own schema
+(tritonclient's model_config_pb2) and says what the model files and the run say."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from test_export import shared_export
+from typer.testing import CliRunner
+
+from lkmseg.cli.app import app
+from lkmseg.errors import UserError
+from lkmseg.export.pbtxt import Enum, to_text
+from lkmseg.export.triton_repo import TritonRepoOptions, write_triton_repo
+
+runner = CliRunner()
+pb = pytest.importorskip("tritonclient.grpc.model_config_pb2",
+                         reason="Triton's model_config schema comes with the 'serve' extra "
+                                "(tritonclient): pip install 'lkmseg[serve]'")
+text_format = pytest.importorskip("google.protobuf.text_format")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    run, res = shared_export(tmp_path_factory)
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def parse(config: Path):
+    return text_format.Parse(config.read_text(), pb.ModelConfig())
+
+
+def params(cfg) -> dict[str, str]:
+    return {k: v.string_value for k, v in cfg.parameters.items()}
+
+
+def test_cli_writes_a_valid_repository(run, tmp_path):
+    repo = tmp_path / "repo"
+    res = runner.invoke(app, ["export", str(run), "--no-onnx", "--triton", str(repo)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "run-onnxruntime",
+                                                      "run-openvino"]
+    graph = onnx.load(str(run / "export" / "model.onnx"), load_external_data=False).graph
+    for backend, kind in (("onnxruntime", pb.ModelInstanceGroup.KIND_AUTO),
+                          ("openvino", pb.ModelInstanceGroup.KIND_CPU)):
+        cfg = parse(repo / f"run-{backend}" / "config.pbtxt")
+        assert cfg.name == f"run-{backend}" and cfg.backend == backend
+        assert cfg.max_batch_size == 8
+        assert cfg.dynamic_batching.max_queue_delay_microseconds == 2000
+        assert [(g.count, g.kind) for g in cfg.instance_group] == [(1, kind)]
+        (inp,), (out,) = cfg.input, cfg.output
+        assert (inp.name, out.name) == (graph.input[0].name, graph.output[0].name)
+        assert inp.data_type == out.data_type == pb.TYPE_FP32
+        assert list(inp.dims) == [3, -1, -1] and list(out.dims) == [1, -1, -1]
+        p = params(cfg)
+        assert p["lkmseg_size"] == "64x96" and p["lkmseg_block"] == "1x5"
+        assert float(p["lkmseg_threshold"]) == 0.5 and float(p["lkmseg_logit_threshold"]) == 0
+        assert "INTER_AREA" in p["lkmseg_preprocess"] and "0.003921568627" in p["lkmseg_preprocess"]
+        assert filecmp.cmp(repo / f"run-{backend}" / "1" / "model.onnx",
+                           run / "export" / "model.onnx", shallow=False)
+    ov = parse(repo / "run-openvino" / "config.pbtxt")
+    assert ov.default_model_filename == "model.onnx"  # the OpenVINO backend reads ONNX
+    assert params(ov)["NUM_STREAMS"] == "1" and params(ov)["PERFORMANCE_HINT"] == "LATENCY"
+    readme = (repo / "README.md").read_text()
+    assert "`run-onnxruntime` | onnxruntime | 8 | 1x5 | 64x96 | 0.5" in readme
+    assert "`run-openvino` | openvino | 8" in readme and "tritonserver --model-repository" in readme
+
+
+def _export_copy(run: Path, tmp: Path) -> Path:
+    ex = tmp / "run" / "export"
+    ex.mkdir(parents=True)
+    shutil.copy(run / "export" / "model.onnx", ex / "model.onnx")
+    return ex
+
+
+def _fake_engine(ex: Path, lo: list, hi: list) -> None:
+    (ex / "model.engine").write_bytes(b"plan bytes")
+    side = {"tensorrt_version": "10.13.0", "gpu_name": "NVIDIA H100", "compute_capability": "9.0",
+            "precision": "fp16", "input": "image", "profile": {"min": lo, "opt": lo, "max": hi}}
+    (ex / "model.engine.json").write_text(json.dumps(side))
+
+
+def test_tensorrt_plan_and_openvino_ir(run, tmp_path):
+    ex = _export_copy(run, tmp_path)
+    _fake_engine(ex, [1, 3, 32, 48], [4, 3, 128, 192])
+    (ex / "model.xml").write_text("<net/>")
+    (ex / "model.bin").write_bytes(b"\0" * 8)
+    opts = TritonRepoOptions(name="car seg", max_batch=16, instances=2, queue_delay_ms=0.5)
+    res = write_triton_repo(ex, tmp_path / "repo", ex.parent, opts)
+    assert sorted(res.models) == ["car_seg-onnxruntime", "car_seg-openvino", "car_seg-tensorrt"]
+    trt = parse(res.models["car_seg-tensorrt"] / "config.pbtxt")
+    assert trt.backend == "tensorrt" and trt.max_batch_size == 4  # capped by the profile
+    assert list(trt.input[0].dims) == [3, -1, -1]
+    assert [(g.count, g.kind) for g in trt.instance_group] == [(2, pb.ModelInstanceGroup.KIND_GPU)]
+    assert trt.dynamic_batching.max_queue_delay_microseconds == 500
+    assert params(trt)["lkmseg_tensorrt_version"] == "10.13.0"
+    assert "NVIDIA H100" in params(trt)["lkmseg_gpu"]
+    assert (res.models["car_seg-tensorrt"] / "1" / "model.plan").read_bytes() == b"plan bytes"
+    ov_dir = res.models["car_seg-openvino"]
+    ov = parse(ov_dir / "config.pbtxt")
+    assert ov.default_model_filename == ""  # IR: the backend's default model.xml
+    assert sorted(p.name for p in (ov_dir / "1").iterdir()) == ["model.bin", "model.xml"]
+    assert params(ov)["NUM_STREAMS"] == "2" and params(ov)["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert parse(res.models["car_seg-onnxruntime"] / "config.pbtxt").max_batch_size == 16
+    assert "TensorRT 10.13.0" in (tmp_path / "repo" / "README.md").read_text()
+
+
+def test_static_exports_have_no_batch_dimension(run, tmp_path):
+    ex = _export_copy(run, tmp_path)
+    model = onnx.load(str(ex / "model.onnx"))
+    meta = {p.key: p for p in model.metadata_props}
+    meta["dynamic"].value, meta["input_shape"].value = "0", "[2, 3, 64, 96]"
+    onnx.save(model, str(ex / "model.onnx"))
+    _fake_engine(ex, [2, 3, 64, 96], [2, 3, 64, 96])
+    res = write_triton_repo(ex, tmp_path / "repo", ex.parent,
+                            TritonRepoOptions(backends=("onnxruntime", "tensorrt")))
+    for name in ("run-onnxruntime", "run-tensorrt"):
+        cfg = parse(res.models[name] / "config.pbtxt")
+        assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+        assert list(cfg.input[0].dims) == [2, 3, 64, 96]
+        assert list(cfg.output[0].dims) == [2, 1, 64, 96]
+
+
+def test_other_models_are_kept_and_listed(run, tmp_path):
+    repo = tmp_path / "repo"
+    other = repo / "someone-else" / "config.pbtxt"
+    other.parent.mkdir(parents=True)
+    other.write_text('name: "someone-else"\nbackend: "python"\n')
+    ex = _export_copy(run, tmp_path)
+    write_triton_repo(ex, repo, ex.parent, TritonRepoOptions(name="a", backends=("onnxruntime",)))
+    write_triton_repo(ex, repo, ex.parent, TritonRepoOptions(name="b", backends=("onnxruntime",)))
+    assert other.read_text() == 'name: "someone-else"\nbackend: "python"\n'
+    readme = (repo / "README.md").read_text()
+    assert "`a-onnxruntime`" in readme and "`b-onnxruntime`" in readme
+    assert "someone-else" not in readme
+
+
+def test_bad_targets_are_user_errors(run, tmp_path):
+    ex = _export_copy(run, tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        write_triton_repo(ex, tmp_path / "file", ex.parent)
+    with pytest.raises(UserError, match="model.onnx: not found"):
+        write_triton_repo(tmp_path / "empty", tmp_path / "repo", ex.parent)
+    with pytest.raises(UserError, match="unknown Triton backend 'tf'"):
+        write_triton_repo(ex, tmp_path / "repo", ex.parent, TritonRepoOptions(backends=("tf",)))
+    res = runner.invoke(app, ["export", str(tmp_path / "nowhere"), "--no-onnx", "--triton",
+                              str(tmp_path / "repo")])
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_pbtxt_writer_round_trips_through_protobuf():
+    msg = [("name", 'we"ird\\name'), ("max_batch_size", 3),
+           ("input", [("name", "x"), ("data_type", Enum("TYPE_UINT8")), ("dims", [-1, 2])]),
+           ("parameters", [("key", "k"), ("value", [("string_value", "line1\nline2")])])]
+    cfg = text_format.Parse(to_text(msg), pb.ModelConfig())
+    assert cfg.name == 'we"ird\\name' and cfg.max_batch_size == 3
+    assert cfg.input[0].data_type == pb.TYPE_UINT8 and list(cfg.input[0].dims) == [-1, 2]
+    assert cfg.parameters["k"].string_value == "line1\nline2"
