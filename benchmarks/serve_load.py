@@ -90,7 +90,8 @@ class Serve:
         cmd = [sys.executable, "-m", "lkmseg", "serve", str(run), "--address", "127.0.0.1",
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--metrics-port", str(self.metrics_port), "--max-batch", str(args.max_batch),
-               "--queue-delay-ms", str(args.queue_delay_ms), "--exit-timeout", "20"]
+               "--queue-delay-ms", str(args.queue_delay_ms), "--instances", str(args.instances),
+               "--exit-timeout", "20"]
         self._log = open(log, "w")  # noqa: SIM115 — closed in wait()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -334,6 +335,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--queue-delay-ms", type=float, default=2.0)
+    ap.add_argument("--instances", type=int, default=1)
     ap.add_argument("--time-limit", type=float, default=1800, help="seconds for all phases")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-load", action="store_true", help="skip the bad-request and stop "

@@ -171,14 +171,14 @@ class Server:
         try:
             self._bind(self._triton)
             self._triton.run()  # starts tritonserver, loads the model, waits until it is ready
+        except TimeoutError as e:  # PyTriton's answer when tritonserver exits while starting
+            self.stop()
+            raise UserError("Triton Inference Server did not become ready (its log above says "
+                            "why: e.g. a port taken since the check, or a model that failed to "
+                            "load); fix that and start again") from e
         except BaseException:
             self.stop()
             raise
-        if not self._triton.is_alive():
-            self.stop()
-            raise UserError("Triton Inference Server stopped while starting (a port taken "
-                            "meanwhile, or a model load error: rerun with PYTRITON logs at "
-                            "DEBUG to see why)")
         return self
 
     def is_alive(self) -> bool:
