@@ -312,6 +312,23 @@ def test_libpython_link_goes_first_and_is_removed():
     assert os.environ.get("LD_LIBRARY_PATH") == before and not folder.exists()
 
 
+def test_reap_kills_leftovers_that_ignore_sigterm():
+    """What a forced Triton exit can leave behind (a stub ignoring SIGTERM) is killed."""
+    import psutil
+
+    from lkmseg.serve.server import _reap
+
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)  # let it install the handler
+        t0 = time.monotonic()
+        assert _reap([psutil.Process(child.pid)], grace_s=0.5) == [child.pid]
+        assert child.wait(10) == -signal.SIGKILL and time.monotonic() - t0 < 5
+    finally:
+        child.kill()
+
+
 def test_sigterm_finishes_in_flight_requests_then_exits(live, engine):
     """Runs last: SIGTERM while 3 clients keep sending. Triton refuses new connections,
     finishes what is in flight (and serves the open connections until they close); the

@@ -107,6 +107,36 @@ def _shorten_tracebacks(record: logging.LogRecord) -> bool:
     return True
 
 
+def _descendants() -> list[Any]:
+    """The tritonserver processes this process started, with their own children (the
+    Python-backend stubs and what they spawned); nothing else of ours."""
+    import psutil
+
+    out = []
+    with contextlib.suppress(psutil.Error):
+        for p in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if p.name() == "tritonserver":
+                    out += [p, *p.children(recursive=True)]
+    return out
+
+
+def _reap(procs: list[Any], grace_s: float = 5.0) -> list[int]:
+    """Kill what is left of ``procs`` (processes this server started). A forced Triton exit
+    (exit timeout expired) can orphan a Python-backend stub, which ignores SIGTERM."""
+    import psutil
+
+    alive = [p for p in procs if p.is_running()]
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=grace_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    return [p.pid for p in alive]
+
+
 class Server:
     """Triton with one lkmseg model; a context manager (start on enter, stop on exit)."""
 
@@ -128,6 +158,7 @@ class Server:
         self.threshold = self.segmenters[0].threshold
         self._triton: Any = None
         self._env = contextlib.ExitStack()
+        self._procs: dict[int, Any] = {}  # pid -> psutil.Process: what start() spawned
 
     @property
     def engine(self) -> str:
@@ -179,6 +210,7 @@ class Server:
         except BaseException:
             self.stop()
             raise
+        self._procs = {p.pid: p for p in _descendants()}
         return self
 
     def is_alive(self) -> bool:
@@ -188,8 +220,11 @@ class Server:
         """Stop Triton (it finishes the requests in flight first, up to ``exit_timeout_s``),
         then release the engines."""
         if self._triton is not None:
+            self._procs.update((p.pid, p) for p in _descendants())
             self._triton.stop()
             self._triton = None
+        _reap(list(self._procs.values()))
+        self._procs = {}
         self._env.close()
         for e in self.engines:
             e.close()
