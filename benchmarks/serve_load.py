@@ -2,14 +2,15 @@
 
     .venv/bin/python benchmarks/serve_load.py RUN [--images DIR] [--n-images 16]
         [--requests 200] [--concurrency 1,2,4,8] [--protocols http,grpc] [--rounds 2]
-        [--json benchmarks/results/serve_load_<date>.json]
+        [--instances 1[,2]] [--json benchmarks/results/serve_load_<date>.json] [--only-load]
 
 1. `lkmseg predict RUN` on the images: the reference masks.
-2. `lkmseg serve RUN` on 127.0.0.1 (free ports), a subprocess.
-3. For each round, protocol and C clients (order reversed every other round, so load drifts
-   hit every C alike): REQUESTS single-image requests from C threads, one tritonclient
-   each; throughput, p50/p99 latency, Dice of every mask vs predict's, and the batch sizes
-   Triton formed (statistics endpoint, before/after).
+2. `lkmseg serve RUN` on 127.0.0.1 (free ports), a subprocess — one per --instances value,
+   all running at once, measured in turn (interleaved).
+3. For each round, protocol, C clients and server (orders reversed every other round, so
+   load drifts hit every setting alike): REQUESTS single-image requests from C threads, one
+   tritonclient each; throughput, p50/p99 latency, Dice of every mask vs predict's, and the
+   batch sizes Triton formed (statistics endpoint, before/after).
 4. Bad requests — wrong dtype, wrong rank, zero-size, 20000x20000, truncated payload — each
    must get an error, and a good request must succeed after each.
 5. SIGTERM while 4 clients send: answers must be whole and right (none torn), the requests
@@ -84,13 +85,14 @@ def reference_masks(run: Path, images: Path, out: Path, stems: list[str]) -> lis
 class Serve:
     """`lkmseg serve` as a subprocess on loopback."""
 
-    def __init__(self, run: Path, log: Path, args: argparse.Namespace) -> None:
+    def __init__(self, run: Path, log: Path, args: argparse.Namespace, instances: int) -> None:
+        self.instances = instances
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         self.log_path = log
         cmd = [sys.executable, "-m", "lkmseg", "serve", str(run), "--address", "127.0.0.1",
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--metrics-port", str(self.metrics_port), "--max-batch", str(args.max_batch),
-               "--queue-delay-ms", str(args.queue_delay_ms), "--instances", str(args.instances),
+               "--queue-delay-ms", str(args.queue_delay_ms), "--instances", str(instances),
                "--exit-timeout", "20"]
         self._log = open(log, "w")  # noqa: SIM115 — closed in wait()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -286,28 +288,31 @@ def stop_in_flight(srv: Serve, image: np.ndarray, ref: np.ndarray, clients: int 
 
 
 def summarize(phases: list[dict]) -> dict:
-    """Throughput per (protocol, clients), summed over rounds; ratios vs 1 client."""
+    """Throughput per (instances, protocol, clients), summed over rounds; ratios vs 1 client."""
     agg: dict[str, dict] = {}
     for p in phases:
-        a = agg.setdefault(f"{p['protocol']}/{p['clients']}", {"requests": 0, "seconds": 0.0})
+        key = f"i{p['instances']}/{p['protocol']}/{p['clients']}"
+        a = agg.setdefault(key, {"requests": 0, "seconds": 0.0})
         a["requests"] += p["requests"]
         a["seconds"] += p["seconds"]
     out = {k: round(v["requests"] / v["seconds"], 3) for k, v in agg.items()}
     ratios = {}
     for k, v in out.items():
-        proto, c = k.split("/")
-        if f"{proto}/1" in out and c != "1":
-            ratios[k] = round(v / out[f"{proto}/1"], 3)
+        inst, proto, c = k.split("/")
+        base = f"{inst}/{proto}/1"
+        if base in out and c != "1":
+            ratios[k] = round(v / out[base], 3)
     return {"throughput_rps": out, "speedup_vs_1_client": ratios}
 
 
 def print_tables(res: dict) -> None:
     t = Table(title="lkmseg serve, loopback (per round)")
-    for c in ("round", "protocol", "clients", "req", "req/s", "p50 ms", "p99 ms", "Dice min",
-              "exact", "batch sizes (executions)", "errors"):
+    for c in ("round", "inst", "protocol", "clients", "req", "req/s", "p50 ms", "p99 ms",
+              "Dice min", "exact", "batch sizes (executions)", "errors"):
         t.add_column(c, justify="right")
     for p in res["phases"]:
-        t.add_row(str(p["round"]), p["protocol"], str(p["clients"]), str(p["requests"]),
+        t.add_row(str(p["round"]), str(p["instances"]), p["protocol"], str(p["clients"]),
+                  str(p["requests"]),
                   f"{p['throughput_rps']:.2f}", f"{p['latency_ms_p50']:.0f}",
                   f"{p['latency_ms_p99']:.0f}", f"{p['dice_min']}", str(p["exact"]),
                   " ".join(f"{b}:{n}" for b, n in p["batches"].items()), str(len(p["errors"])))
@@ -320,7 +325,8 @@ def print_tables(res: dict) -> None:
         b.add_row(r["protocol"], r["request"], str(r["error"]), str(r["served_next"]),
                   str(r["seconds"]), r["answer"][:110])
     con.print(b)
-    con.print({"stop while in flight": res["stop"]})
+    for stop in res["stop"]:
+        con.print({"stop while in flight": stop})
 
 
 def parse_args() -> argparse.Namespace:
@@ -335,7 +341,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--queue-delay-ms", type=float, default=2.0)
-    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--instances", default="1", help="model instances; a list (1,2) starts "
+                    "one server per value and interleaves their phases")
     ap.add_argument("--time-limit", type=float, default=1800, help="seconds for all phases")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-load", action="store_true", help="skip the bad-request and stop "
@@ -346,23 +353,41 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
-def run_phases(srv: Serve, a: argparse.Namespace, images: list, refs: list) -> list[dict]:
+def run_phases(servers: list[Serve], a: argparse.Namespace, images: list,
+               refs: list) -> list[dict]:
+    """Every (server, protocol, C) once per round; the C order flips every round, so drifts
+    in the machine's load hit all settings alike."""
     concs = [int(c) for c in a.concurrency.split(",")]
     deadline = time.monotonic() + a.time_limit
     phases = []
     for r in range(a.rounds):
         for proto in a.protocols.split(","):
             for c in concs if r % 2 == 0 else concs[::-1]:
-                if time.monotonic() > deadline:
-                    con.print(f"[yellow]time limit: skipped round {r} {proto} C={c}[/]")
-                    continue
-                p = phase(srv, proto, c, a.requests, images, refs, deadline)
-                p["round"] = r
-                con.print(f"round {r} {proto} C={c}: {p['throughput_rps']:.2f} req/s, p50 "
-                          f"{p['latency_ms_p50']:.0f} ms, Dice min {p['dice_min']}, "
-                          f"batches {p['batches']}")
-                phases.append(p)
+                for srv in servers if r % 2 == 0 else servers[::-1]:
+                    if time.monotonic() > deadline:
+                        con.print(f"[yellow]time limit: skipped round {r} {proto} C={c}[/]")
+                        continue
+                    p = phase(srv, proto, c, a.requests, images, refs, deadline)
+                    p.update(round=r, instances=srv.instances)
+                    con.print(f"round {r} instances {srv.instances} {proto} C={c}: "
+                              f"{p['throughput_rps']:.2f} req/s, p50 {p['latency_ms_p50']:.0f} "
+                              f"ms, Dice min {p['dice_min']}, batches {p['batches']}")
+                    phases.append(p)
     return phases
+
+
+def start_servers(a: argparse.Namespace, work: Path, images: list) -> list[Serve]:
+    servers = []
+    for inst in (int(i) for i in a.instances.split(",")):
+        srv = Serve(a.run, work / f"serve-{inst}.log", a, inst)
+        srv.startup_s = srv.wait_ready()
+        with SegmentClient(srv.url("http")) as c:  # warm-up
+            for im in images[:4]:
+                c.segment(im)
+        servers.append(srv)
+        con.print(f"serving (startup {srv.startup_s:.1f} s): "
+                  f"{srv.output().split('serving ', 1)[1].splitlines()[0]}")
+    return servers
 
 
 def main() -> None:
@@ -375,22 +400,20 @@ def main() -> None:
         refs = reference_masks(a.run, folder, work / "predict", stems)
         res["images"] = {"n": len(images), "sizes": sorted({f"{i.shape[1]}x{i.shape[0]}"
                                                              for i in images})}
-        srv = Serve(a.run, work / "serve.log", a)
-        res["startup_seconds"] = round(srv.wait_ready(), 2)
-        banner = srv.output().split("serving ", 1)[1].splitlines()[0]
-        res["server"] = banner
-        con.print(f"serving: {banner}")
-        with SegmentClient(srv.url("http")) as c:  # warm-up
-            for im in images[:4]:
-                c.segment(im)
-        res["phases"] = run_phases(srv, a, images, refs)
-        if a.only_load:
-            srv.proc.send_signal(signal.SIGTERM)
-            srv.wait(60)
-            res["bad_requests"], res["stop"] = [], {}
-        else:
-            res["bad_requests"] = bad_requests(srv, images[0])
-            res["stop"] = stop_in_flight(srv, images[1], refs[1])
+        servers = start_servers(a, work, images)
+        res["servers"] = [{"instances": v.instances, "startup_seconds": round(v.startup_s, 2),
+                           "banner": v.output().split("serving ", 1)[1].splitlines()[0]}
+                          for v in servers]
+        res["phases"] = run_phases(servers, a, images, refs)
+        res["bad_requests"] = [] if a.only_load else bad_requests(servers[0], images[0])
+        res["stop"] = []
+        for srv in servers:
+            if a.only_load:
+                srv.proc.send_signal(signal.SIGTERM)
+                srv.wait(60)
+            else:
+                res["stop"].append({"instances": srv.instances,
+                                    **stop_in_flight(srv, images[1], refs[1])})
     res["summary"] = summarize(res["phases"])
     res["machine"]["loadavg_end"] = os.getloadavg()
     print_tables(res)
