@@ -55,8 +55,8 @@ def serve_cmd(
                                                 "forms (images).")] = 8,
     queue_delay_ms: Annotated[float, typer.Option(help="How long a request may wait for "
                                                        "others to batch with.")] = 2.0,
-    instances: Annotated[int, typer.Option(help="Model instances (each its own engine; the "
-                                                "cores are shared among them).")] = 1,
+    instances: Annotated[int, typer.Option(help="Model instances, each its own engine, run "
+                                                "in parallel (on CPU: one per core).")] = 1,
     logits: Annotated[bool, typer.Option("--logits", help="Also offer a 'logits' output "
                                                           "(float32, image size).")] = False,
     threshold: Annotated[float | None, typer.Option(help="Mask threshold on the sigmoid "
@@ -70,8 +70,8 @@ def serve_cmd(
     """Serve MODEL on NVIDIA Triton Inference Server (HTTP + gRPC, dynamic batching, metrics).
 
     Clients send RGB uint8 images of any size and get back masks at the image's own size,
-    made with the same pre- and post-processing as `lkmseg predict`. Needs the `serve` extra:
-    pip install 'lkmseg[serve]'.
+    made with the same pre- and post-processing as `lkmseg predict`. Needs the optional
+    `serve` extra (README, "Serving").
     """
     from lkmseg.serve import ServeOptions, serve
 
