@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from lkmseg.config import RunConfig, TrainConfig
+from lkmseg.files.run_folder import save_weights
 from lkmseg.fsutil import write_json
 from lkmseg.models import ModelConfig, build_model
-from lkmseg.train.checkpoint import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"

@@ -16,11 +16,14 @@ from test_export import shared_export
 
 from lkmseg.data.transforms import preprocess
 from lkmseg.engines import ENGINE_NAMES, load_engine, resolve_model
+from lkmseg.engines import tensorrt_runtime as trt_rt
 from lkmseg.engines.base import check_input
 from lkmseg.engines.info import engine_matrix, environment
-from lkmseg.errors import UserError
+from lkmseg.engines.tensorrt_runtime import ProfileShapes
+from lkmseg.errors import GateFailed, UserError
 from lkmseg.export import tensorrt_build as tb
-from lkmseg.export.tensorrt_build import ProfileShapes, check_compatible, profile_shapes
+from lkmseg.export.tensorrt_build import profile_shapes
+from lkmseg.files.sidecar import check_compatible
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +161,10 @@ def test_sidecar_compatibility(tmp_path):
 
 def test_tensorrt_missing_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
-    ok, why = tb.tensorrt_status()
+    ok, why = trt_rt.tensorrt_status()
     assert not ok and "TensorRT is not installed" in why and "lkmseg[gpu]" in why
     with pytest.raises(UserError, match="needs TensorRT and a CUDA GPU: TensorRT is not"):
-        tb.require_tensorrt()
+        trt_rt.require_tensorrt()
 
 
 def _fake_trt(version: str, with_fp16_flag: bool, calls: list, parse_ok: bool = True,
@@ -270,10 +273,10 @@ def test_tensorrt11_fp16_needs_fp16_graph(tmp_path):
     (False, b"PLAN", "ONNX parser failed \\(Unsupported ONNX op: Mod\\)"),
     (True, None, "TensorRT engine build failed"),
 ])
-def test_builder_failures_are_user_errors(tmp_path, parse_ok, plan, expect):
+def test_builder_failures_are_gate_failures(tmp_path, parse_ok, plan, expect):
     (tmp_path / "model.onnx").write_bytes(b"fp32")
     trt = _fake_trt("10.9.0", True, [], parse_ok=parse_ok, plan=plan)
-    with pytest.raises(UserError, match=expect):
+    with pytest.raises(GateFailed, match=expect):
         tb.build_engine(tmp_path / "model.onnx", tmp_path / "model.engine",
                         profile_shapes((64, 96)), trt=trt, gpu=("GPU", "9.0"))
     assert not (tmp_path / "model.engine").exists()

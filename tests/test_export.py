@@ -18,14 +18,8 @@ from lkmseg.config import RunConfig
 from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine
 from lkmseg.errors import UserError
 from lkmseg.export import parity
-from lkmseg.export.onnx_export import (
-    MARKER,
-    config_from_metadata,
-    convert_fp16,
-    export_onnx,
-    read_metadata,
-    save_onnx,
-)
+from lkmseg.export.onnx_export import convert_fp16, export_onnx
+from lkmseg.files.onnx_meta import MARKER, config_from_metadata, read_metadata, save_onnx
 from lkmseg.models import ModelConfig, build_model
 
 BLOCKS = ["3x3", "5x5", "1x5", "7x7", "1x7", "gcn7"]  # double3, square, separable, gcn

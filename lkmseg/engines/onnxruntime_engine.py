@@ -139,7 +139,7 @@ class OnnxRuntimeEngine(Engine):
                  spinning: bool = False) -> None:
         import onnxruntime as ort
 
-        from lkmseg.export.onnx_export import config_from_metadata, load_onnx, read_metadata
+        from lkmseg.files.onnx_meta import config_from_metadata, load_onnx, read_metadata
 
         super().__init__()
         self.path = Path(path)

@@ -10,15 +10,15 @@ import numpy as np
 
 from lkmseg.config import RunConfig
 from lkmseg.engines.base import Engine
-from lkmseg.engines.source import ModelSource, read_sidecar
-from lkmseg.errors import UserError
-from lkmseg.export.tensorrt_build import (
+from lkmseg.engines.source import ModelSource
+from lkmseg.engines.tensorrt_runtime import (
     ProfileShapes,
-    check_compatible,
     current_gpu,
     require_tensorrt,
     tensorrt_status,
 )
+from lkmseg.errors import UserError
+from lkmseg.files.sidecar import check_compatible, read_sidecar
 
 
 class TensorRTEngine(Engine):

@@ -14,23 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkmseg import __version__
+from lkmseg.engines.tensorrt_runtime import ProfileShapes, current_gpu, tensorrt_status
 from lkmseg.errors import UserError
 from lkmseg.export import parity
-from lkmseg.export.onnx_export import (
-    MIN_OPSET,
-    convert_fp16,
-    export_onnx,
-    load_onnx,
-    read_metadata,
-    save_onnx,
-)
-from lkmseg.export.tensorrt_build import (
-    ProfileShapes,
-    build_engine,
-    current_gpu,
-    profile_shapes,
-    tensorrt_status,
-)
+from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
+from lkmseg.export.tensorrt_build import build_engine, profile_shapes
+from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx
 from lkmseg.fsutil import write_json
 
 REPORT = "report.json"
@@ -113,7 +102,7 @@ def _validate(opts: ExportOptions) -> None:
 
 class _Exporter:
     def __init__(self, run_dir: Path, opts: ExportOptions, log: Callable[[str], None]) -> None:
-        from lkmseg.train.checkpoint import load_run
+        from lkmseg.files.run_folder import load_run
 
         self.run_dir, self.opts, self.log = Path(run_dir), opts, log
         self.model, self.cfg = load_run(self.run_dir)

@@ -25,9 +25,9 @@ from lkmseg.config import RunConfig
 from lkmseg.data.cache import cache_root
 from lkmseg.data.loader import BatchSource, Prefetcher
 from lkmseg.errors import UserError
+from lkmseg.files import run_folder as ckpt
 from lkmseg.fsutil import explain_os_error, remove_stale_temps, write_json
 from lkmseg.models import build_model, count_params
-from lkmseg.train import checkpoint as ckpt
 from lkmseg.train.distributed import (
     PeerFailed,
     all_max,
