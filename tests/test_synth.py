@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lkmseg.data import synth
+from lkmseg.data.synth import dataset as synth
 from lkmseg.data.synth import car_id, car_of, default_dataset, random_car, render_view
 from lkmseg.errors import UserError
 
