@@ -9,8 +9,9 @@ Dice against ground truth (mean per image), and a dynamic-shape check (batch 3, 
 The mask comparison cannot pass vacuously: where the reference masks are (almost) empty or
 full — an untrained model, a model that predicts nothing — two such masks would agree
 "perfectly" whatever the export computes. There the gate checks the logits instead: the
-largest |Δ logit| relative to the reference's spread (1st to 99th percentile) must stay
-within ``REL_LOGIT`` (the masks are still reported, cut at the reference's median logit).
+largest |Δ logit| relative to the reference's spread (1st to 99th percentile, counted as at
+least ``MIN_SPREAD``: a nearly constant output is not held to a bar finer than 0.01 logit)
+must stay within ``REL_LOGIT`` (the masks are still reported, cut at the median logit).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 DEGENERATE = 0.005  # reference foreground fraction below this (or above 1 - this)
 REL_LOGIT = 0.02  # degenerate masks: max |Δ logit| / reference logit spread must stay below
+MIN_SPREAD = 0.5  # ... with the spread counted as at least this (an absolute floor of 0.01)
 
 
 def mask_cut(ref_logits: np.ndarray, threshold: float) -> tuple[float, str]:
@@ -203,7 +205,7 @@ def compare(engine, ref: Reference, precision: str) -> dict:
     lo, hi = np.percentile(ref.logits, [1, 99])
     rep = {
         "max_abs_logit_diff": _finite(float(diff.max())),
-        "rel_logit_diff": _finite(float(diff.max() / max(hi - lo, 1e-12))),
+        "rel_logit_diff": _finite(float(diff.max() / max(hi - lo, MIN_SPREAD))),
         "mean_abs_logit_diff": _finite(float(diff.mean())),
         "mask_dice_vs_torch": mask_dice,
         "min_image_mask_dice_vs_torch": float(min(per_image)),
