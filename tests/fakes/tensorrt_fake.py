@@ -372,6 +372,8 @@ def _build_classes(m: types.ModuleType, major: int, gpu_key: str, static_profile
             return DataType(self._tensors[name][1]["dtype"])
 
         def get_tensor_shape(self, name: str) -> Dims:
+            if name not in self._tensors:
+                return Dims(nb_dims=-1)
             return Dims(self._tensors[name][1]["shape"])
 
         def get_tensor_profile_shape(self, name: str, profile_index: int) -> list:
