@@ -270,6 +270,17 @@ def test_cuda_probe_survives_a_newer_onnx(fake_ort):
     assert not ok and "did not load" in why
 
 
+def test_tensorrt_provider_names_a_tensorrt_of_the_wrong_major(fake_ort, monkeypatch):
+    import importlib.metadata as md
+
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda d: "11.4.0.106" if d == "tensorrt-cu13" else
+                        real(d))
+    fake_ort(loadable=(CUDA, CPU))  # TensorRT 11 installed: libnvinfer.so.10 is missing
+    ok, why = ort_eng.provider_works(TRT)
+    assert not ok and "tensorrt-cu13 11.4.0.106 is installed" in why and "TensorRT 10" in why
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     run, res = shared_export(tmp_path_factory)

@@ -84,8 +84,25 @@ def provider_works(provider: str) -> tuple[bool, str]:
         return False, f"{provider} failed to load ({type(e).__name__}: {first})"
     if provider not in sess.get_providers():
         return False, (f"{provider} is built in but did not load (missing CUDA/cuDNN"
-                       f"{'/TensorRT' if provider == TRT else ''} libraries or no GPU)")
+                       f"{'/TensorRT' if provider == TRT else ''} libraries or no GPU)"
+                       f"{_tensorrt_major_hint() if provider == TRT else ''}")
     return True, f"onnxruntime {provider}"
+
+
+def _tensorrt_major_hint() -> str:
+    """onnxruntime-gpu 1.31's TensorRT provider links libnvinfer.so.10 (readelf on its
+    libonnxruntime_providers_tensorrt.so): name an installed TensorRT of another major."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorrt-cu13", "tensorrt-cu12", "tensorrt"):
+        try:
+            v = version(dist)
+        except PackageNotFoundError:
+            continue
+        if not v.startswith("10."):
+            return (f"; {dist} {v} is installed, but the provider links TensorRT 10: "
+                    "pip install 'tensorrt-cu13>=10.13.2,<11'")
+    return ""
 
 
 def _probe_model() -> bytes:
