@@ -26,6 +26,15 @@ GPU_HINT = ("swap onnxruntime for onnxruntime-gpu (`pip uninstall -y onnxruntime
             "'onnxruntime-gpu[cuda,cudnn]~=1.31.0'`, never both; README \"GPU\")")
 
 
+def model_load_errors() -> tuple[type[Exception], ...]:
+    """What InferenceSession raises for a model it cannot load (invalid graph, unknown op or
+    IR version, damaged protobuf): the file's fault. Anything else keeps its traceback."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as st
+
+    return (st.Fail, st.InvalidGraph, st.InvalidArgument, st.InvalidProtobuf,
+            st.NotImplemented, st.NoSuchFile)
+
+
 def physical_cores() -> int:
     """Physical cores this process may use (hyper-threads do not help MLAS convolutions)."""
     try:
@@ -209,7 +218,7 @@ class OnnxRuntimeEngine(Engine):
             self.session = ort.InferenceSession(proto.SerializeToString(),
                                                 session_options(threads, spinning),
                                                 providers=provs)
-        except Exception as e:
+        except model_load_errors() as e:  # a graph this onnxruntime cannot run: bad file
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"{self.path}: onnxruntime cannot load this model "
                             f"({type(e).__name__}: {first}); re-export it") from e

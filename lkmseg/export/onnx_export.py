@@ -139,6 +139,8 @@ def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
     # torch.export specialises sizes 0 and 1: trace a dynamic export with batch >= 2.
     example = torch.rand(max(batch, 2) if dynamic else batch, 3, h, w)
     model = fold_gcn_batchnorm(model.eval())
+    # Not guarded: the model comes from a validated run folder, so an exporter failure is a
+    # bug (ours or torch's) and keeps its traceback; the note says what to try meanwhile.
     try:
         with _quiet_exporter(), torch.no_grad():
             prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
@@ -146,10 +148,10 @@ def export_onnx(model: nn.Module, cfg: RunConfig, *, dynamic: bool = True,
                                      dynamic_shapes=_dynamic_shapes(dynamic),
                                      external_data=False, optimize=True, verbose=False)
     except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        hint = "; try --static" if dynamic else ""
-        raise UserError(f"torch.onnx export failed ({type(e).__name__}: {first}){hint}; "
-                        "if it persists, report a bug with this message") from e
+        e.add_note("lkmseg: the ONNX exporter failed on this model; "
+                   + ("`lkmseg export --static` may avoid it; " if dynamic else "")
+                   + "please report it with this traceback")
+        raise
     proto = onnxslim.slim(prog.model_proto)
     _dedupe_value_info(proto)
     _name_io_dims(proto, dynamic, tuple(example.shape))
