@@ -303,6 +303,15 @@ def test_onnxruntime_tensorrt_device_loads(run, fake_ort, max_ir):
     assert opts["trt_engine_cache_enable"] and not opts["trt_fp16_enable"]
 
 
+def test_model_newer_than_onnxruntime_is_one_clear_line(run, fake_ort):
+    import onnx
+
+    assert onnx.load(str(run / "export" / "model.onnx")).ir_version > 7
+    fake_ort(max_ir=7)  # the probe (IR 7) loads; the exported model does not
+    with pytest.raises(UserError, match="cannot load this model .*Unsupported model IR version"):
+        load_engine("onnxruntime", run, "fp32", "cuda")
+
+
 def test_ort_tensorrt_cache_follows_the_weights(run, fake_ort, tmp_path):
     """Defect 4: ONNX Runtime names cached engines by graph structure and versions, not
     weights; the cache folder is keyed by the model file's content."""
@@ -340,7 +349,9 @@ def test_export_clears_the_ort_tensorrt_cache(tiny_run):
 
 def test_unknown_provider_option_is_caught_by_the_fake(fake_ort):
     ort = fake_ort()
-    with pytest.raises(RuntimeError, match='Unknown provider option: "trt_fp16"'):
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
+
+    with pytest.raises(Fail, match='Unknown provider option: "trt_fp16"'):
         ort.InferenceSession(b"", providers=[(TRT, {"trt_fp16": True})])
 
 

@@ -23,6 +23,7 @@ import types
 import numpy as np
 import onnx
 import onnxruntime as real_ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail  # the real exception type
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
@@ -49,10 +50,6 @@ CUDA_OPTIONS = frozenset(["device_id", "has_user_compute_stream", "user_compute_
     "tunable_op_max_tuning_duration_ms", "enable_skip_layer_norm_strict_mode", "prefer_nhwc",
     "use_ep_level_unified_stream", "use_tf32"])
 OPTIONS = {TRT: TRT_OPTIONS, CUDA: CUDA_OPTIONS, CPU: frozenset()}
-
-
-class Fail(RuntimeError):
-    """onnxruntime.capi.onnxruntime_pybind11_state.Fail"""
 
 
 def make_onnxruntime(available=(TRT, CUDA, CPU), loadable=(TRT, CUDA, CPU), max_ir: int = 10,
