@@ -87,3 +87,25 @@ def trt_major(trt: ModuleType) -> int:
 def has_fp16_flag(trt: ModuleType) -> bool:
     """TensorRT 10 has BuilderFlag.FP16 (weak typing); TensorRT 11 removed it."""
     return hasattr(trt.BuilderFlag, "FP16")
+
+
+def dims(d: object) -> tuple[int, ...] | None:
+    """A TensorRT ``Dims`` as a tuple, or None for ``Dims{-1}`` (what TensorRT returns for an
+    invalid name or profile, NvInferRuntime.h; its ``len()`` raises ValueError)."""
+    try:
+        n = len(d)  # type: ignore[arg-type]
+    except ValueError:
+        return None
+    return tuple(int(d[i]) for i in range(n))  # type: ignore[index]
+
+
+def torch_dtype(trt: ModuleType, dtype: object) -> object:
+    """The torch dtype of a TensorRT ``DataType`` an lkmseg engine may use for its I/O."""
+    import torch
+
+    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
+             trt.DataType.BF16: torch.bfloat16}
+    if dtype not in table:
+        raise UserError(f"TensorRT engine tensor of type {dtype}: lkmseg engines use float32, "
+                        "float16 or bfloat16 I/O; rebuild with `lkmseg export RUN --trt`")
+    return table[dtype]

@@ -9,6 +9,8 @@ format that cannot be made here (--trt without TensorRT or a GPU) is a UserError
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from lkmseg.errors import GateFailed, UserError
 from lkmseg.export import parity
 from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
 from lkmseg.export.tensorrt_build import build_engine, profile_shapes
+from lkmseg.files.layout import ORT_TRT_CACHE
 from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx
 from lkmseg.fsutil import write_json
 
@@ -70,17 +73,20 @@ class ExportResult:
 
 
 def timing_cache_path() -> Path:
-    """One TensorRT timing cache per machine, reused across builds (keyed by the builder)."""
+    """One TensorRT timing cache per TensorRT version and GPU model, reused across builds.
+    TensorRT ties a cache to the device's properties, not just its SM (set_timing_cache fails
+    otherwise): two GPU models with one SM get two files."""
     root = Path(os.environ.get("LKMSEG_CACHE", Path.home() / ".cache" / "lkmseg"))
     gpu = current_gpu()
-    tag = gpu[1].replace(".", "") if gpu else "nogpu"
+    tag = (re.sub(r"[^a-z0-9]+", "-", gpu[0].lower()).strip("-") + "-sm"
+           + gpu[1].replace(".", "")) if gpu else "nogpu"
     try:
         import tensorrt as trt
 
         ver = trt.__version__
     except ImportError:
         ver = "none"
-    return root / f"tensorrt-{ver}-sm{tag}.timing"
+    return root / f"tensorrt-{ver}-{tag}.timing"
 
 
 def _versions() -> dict[str, str | None]:
@@ -167,6 +173,11 @@ class _Exporter:
             if p.is_file():
                 p.unlink()
                 self.log(f"removed {p.name} left by an earlier export (stale now)")
+        # ONNX Runtime's TensorRT engines are named by graph structure, not weights
+        cache = self.out / ORT_TRT_CACHE
+        if cache.is_dir():
+            shutil.rmtree(cache)
+            self.log(f"removed {ORT_TRT_CACHE}/ (ONNX Runtime TensorRT engines of the old model)")
 
     def onnx(self) -> None:
         import torch

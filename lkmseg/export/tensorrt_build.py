@@ -1,9 +1,14 @@
 """TensorRT engines: build from ONNX with the Python API (TensorRT 10 and 11), and the sidecar.
 
 - TensorRT 10 builds fp16 from the fp32 ONNX with ``BuilderFlag.FP16`` (weak typing).
-- TensorRT 11 removed the precision flags: networks are strongly typed, so an fp16 engine is
-  built from ``model.fp16.onnx`` (fp16 weights/compute, fp32 I/O) with the STRONGLY_TYPED flag.
-- fp32 engines clear the TF32 flag where it exists so they meet the fp32 parity bar.
+- TensorRT 11 removed the precision flags and is always strongly typed, so an fp16 engine is
+  built from ``model.fp16.onnx`` (fp16 weights/compute, fp32 I/O). No network creation flag is
+  needed or set in either version: 11.x keeps ``STRONGLY_TYPED`` (value 0, not 1 as in 10.x)
+  only as a deprecated, ignored name (include/NvInfer.h, release/11.1 L11462-11481).
+- fp32 engines clear the TF32 flag (on by default in both, NvInfer.h ``kTF32``) so they meet
+  the fp32 parity bar.
+- The timing cache is checked: ``set_timing_cache`` returns False for a cache made on a device
+  with other properties (NvInfer.h release/10.13 L10025-10043); such a cache is replaced.
 
 Engines are tied to the exact TensorRT version and GPU architecture: ``model.engine.json``
 records both (and the run config for preprocessing); loading checks them first.
@@ -75,6 +80,21 @@ def choose_source(trt: ModuleType, precision: str, onnx_fp32: Path,
     return Path(onnx_fp32), not has_fp16_flag(trt)  # TRT 11: always strongly typed
 
 
+def _attach_timing_cache(cfg: Any, path: Path | None) -> tuple[Any, str]:
+    """(the cache attached to ``cfg`` or None, what happened). A cache TensorRT refuses (made
+    on a GPU with other properties: the file name keys only name and SM) is replaced by a new
+    one rather than silently ignored."""
+    if path is None:
+        return None, "off"
+    cache = cfg.create_timing_cache(path.read_bytes() if path.is_file() else b"")
+    if cache is not None and cfg.set_timing_cache(cache, False):
+        return cache, "used"
+    cache = cfg.create_timing_cache(b"")
+    if cache is not None and cfg.set_timing_cache(cache, False):
+        return cache, f"rejected {path.name} (made on a GPU with other properties); replaced"
+    return None, f"rejected {path.name}; built without a timing cache"
+
+
 def build_engine(onnx_fp32: Path, engine_path: Path, shapes: ProfileShapes, *,
                  precision: str = "fp32", onnx_fp16: Path | None = None,
                  workspace_gib: float = 4.0, timing_cache: Path | None = None,
@@ -86,9 +106,7 @@ def build_engine(onnx_fp32: Path, engine_path: Path, shapes: ProfileShapes, *,
     source, strongly_typed = choose_source(trt, precision, Path(onnx_fp32), onnx_fp16)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    typed_flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    flags = 1 << int(typed_flag) if strongly_typed and typed_flag is not None else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(0)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(source)):
         errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -105,17 +123,15 @@ def build_engine(onnx_fp32: Path, engine_path: Path, shapes: ProfileShapes, *,
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, shapes.min, shapes.opt, shapes.max)
     cfg.add_optimization_profile(profile)
-    blob = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
-    cache = cfg.create_timing_cache(blob)
-    cfg.set_timing_cache(cache, False)
+    cache, cache_status = _attach_timing_cache(cfg, timing_cache)
     t0 = time.perf_counter()
     plan = builder.build_serialized_network(network, cfg)
     if plan is None:
         raise GateFailed("TensorRT engine build failed (see the TensorRT log above); "
                         "try a smaller --max-batch, a larger --workspace, or --static")
     build_s = time.perf_counter() - t0
-    write_bytes(engine_path, bytes(memoryview(plan)))
-    if timing_cache is not None:
+    write_bytes(engine_path, bytes(memoryview(plan)))  # IHostMemory: a buffer, no len()
+    if timing_cache is not None and cache is not None:
         write_bytes(timing_cache, bytes(memoryview(cache.serialize())))
     sidecar = {
         "lkmseg_version": __version__,
@@ -124,12 +140,15 @@ def build_engine(onnx_fp32: Path, engine_path: Path, shapes: ProfileShapes, *,
         "compute_capability": gpu[1],
         "precision": precision,
         "strongly_typed": strongly_typed,
+        "tf32_allowed": precision != "fp32",
         "source_onnx": source.name,
         "source_sha256": _sha256(source),
         "input": input_name,
         "profile": shapes.to_dict(),
         "workspace_gib": workspace_gib,
         "build_seconds": round(build_s, 2),
+        "engine_bytes": int(plan.nbytes),
+        "timing_cache": cache_status,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run_config": config.to_dict() if config is not None else None,
     }
