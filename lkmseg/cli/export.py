@@ -82,8 +82,8 @@ def export_cmd(
 
     Writes RUN/export/{model.onnx, model.fp16.onnx, model.engine(+.json), report.json};
     --triton REPO adds a Triton model repository (REPO/<run>-<backend>/config.pbtxt + 1/).
-    Exits 2 when a format misses its parity bar (fp32: max |Δ logit| <= 1e-3 and mask Dice
-    >= 0.999; fp16: mask Dice >= 0.995) or --trt cannot run here; files are kept.
+    Exits 3 when a format misses its parity bar (fp32: max |Δ logit| <= 1e-3 and mask Dice
+    >= 0.999; fp16: mask Dice >= 0.995), 2 when --trt cannot run here; files are kept.
     """
     from rich.console import Console
     from rich.markup import escape

@@ -26,9 +26,10 @@ from lkmseg.config import RunConfig
 from lkmseg.data.transforms import logit_threshold
 from lkmseg.errors import UserError
 from lkmseg.export.pbtxt import Enum, Message, parameters, to_text
+from lkmseg.files.layout import ENGINE_FILE, ONNX_FILES
 from lkmseg.fsutil import atomic_path, write_text
 
-ONNX, ENGINE, IR = "model.onnx", "model.engine", ("model.xml", "model.bin")
+ONNX, ENGINE, IR = ONNX_FILES["fp32"], ENGINE_FILE, ("model.xml", "model.bin")
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
@@ -138,7 +139,7 @@ def _openvino_model(export_dir: Path, meta: dict, o: TritonRepoOptions) -> _Mode
 
 
 def _tensorrt_model(engine: Path, o: TritonRepoOptions) -> _Model:
-    from lkmseg.engines.source import read_sidecar
+    from lkmseg.files.sidecar import read_sidecar
 
     side = read_sidecar(engine)
     try:
@@ -195,8 +196,8 @@ def write_triton_repo(export_dir: str | Path, repo: str | Path, run_dir: str | P
                       log: Callable[[str], None] | None = None) -> TritonRepoResult:
     """Write (or update) the models of ``export_dir`` into the Triton repository ``repo``.
     Other models already in ``repo`` are left alone; README.md lists every lkmseg model."""
-    from lkmseg.export.onnx_export import config_from_metadata, read_metadata
     from lkmseg.export.triton_readme import write_readme
+    from lkmseg.files.onnx_meta import config_from_metadata, read_metadata
 
     o, log = options or TritonRepoOptions(), log or (lambda _m: None)
     _check(o)
