@@ -1,8 +1,12 @@
-"""``lkmseg export``: run folder -> ONNX fp32/fp16 (+ TensorRT engine) -> parity report.
+"""``lkmseg export``: run folder -> ONNX fp32/fp16/int8 (+ TensorRT engine) -> parity and
+accuracy-gate report.
 
-Writes into ``RUN/export/``: model.onnx, model.fp16.onnx, model.engine + model.engine.json,
-report.json. Parity against PyTorch is part of the export: a format that misses its bar is
-kept on disk (for inspection) but the export fails with a UserError naming it.
+Writes into ``RUN/export/``: model.onnx, model.fp16.onnx, model.int8.onnx (static QDQ INT8,
+see ``export.quantize``), model.engine + model.engine.json, report.json. Parity against PyTorch
+is part of the export: a format that misses its bar is kept on disk (for inspection) but the
+export fails with a UserError naming it. Reduced precisions (OpenVINO bf16, INT8 in ONNX Runtime
+and OpenVINO) are checked by the accuracy gate (``export.precision_gates``); an INT8 model that
+misses it is kept as model.int8.rejected.onnx and the export fails with GateFailed (exit 3).
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ from pathlib import Path
 
 from lkmseg import __version__
 from lkmseg.engines.tensorrt_runtime import ProfileShapes, current_gpu, tensorrt_status
-from lkmseg.errors import UserError
+from lkmseg.errors import GateFailed, UserError
 from lkmseg.export import parity
 from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
+from lkmseg.export.precision_gates import REJECTED, GateOptions, PrecisionGates
 from lkmseg.export.tensorrt_build import build_engine, profile_shapes
 from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx
 from lkmseg.fsutil import write_json
 
 REPORT = "report.json"
-FILES = {"onnx_fp32": "model.onnx", "onnx_fp16": "model.fp16.onnx", "tensorrt": "model.engine"}
+FILES = {"onnx_fp32": "model.onnx", "onnx_fp16": "model.fp16.onnx",
+         "onnx_int8": "model.int8.onnx", "tensorrt": "model.engine"}
 
 
 @dataclass
@@ -40,6 +46,7 @@ class ExportOptions:
     workspace_gib: float = 4.0
     parity_images: int = 16
     out_dir: Path | None = None
+    gates: GateOptions = field(default_factory=GateOptions)  # INT8 + accuracy gates
 
 
 @dataclass
@@ -49,16 +56,20 @@ class ExportResult:
     report: dict
     files: dict[str, Path] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    gate_failures: list[str] = field(default_factory=list)  # INT8 accuracy gate
 
     @property
     def passed(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.gate_failures
 
     def check(self) -> None:
-        """Raise the first problem (TensorRT missing, parity failure) as a UserError."""
+        """Raise the first problem (TensorRT missing, parity failure) as a UserError, then an
+        accuracy-gate failure (an INT8 model that missed it) as GateFailed."""
         if self.problems:
             more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             raise UserError(f"{self.problems[0]}{more}; see {self.report_path}")
+        if self.gate_failures:
+            raise GateFailed(f"{self.gate_failures[0]}; see {self.report_path}")
 
 
 def timing_cache_path() -> Path:
@@ -96,6 +107,16 @@ def _validate(opts: ExportOptions) -> None:
         raise UserError(f"--trt-precision {opts.trt_precision}: choose fp32 or fp16")
     if opts.parity_images < 1:
         raise UserError(f"--parity-images {opts.parity_images}: must be >= 1")
+    g = opts.gates
+    if g.calib_images < 1 or g.gate_images < 1:
+        raise UserError(f"--calib-images {g.calib_images} / --gate-images {g.gate_images}: "
+                        "must be >= 1")
+    if not 0 <= g.tolerance < 1:
+        raise UserError(f"--int8-tolerance {g.tolerance}: a Dice difference in [0, 1), "
+                        "e.g. 0.005")
+    if g.calib_dir is not None and not Path(g.calib_dir).is_dir():
+        raise UserError(f"--calib {g.calib_dir}: not a folder; pass a folder of images or a "
+                        "dataset")
     if not opts.onnx and not opts.trt:
         raise UserError("nothing to do: --no-onnx without --trt; drop --no-onnx")
 
@@ -110,6 +131,7 @@ class _Exporter:
         self.size = tuple(opts.size or self.cfg.size)
         self.files: dict[str, Path] = {}
         self.problems: list[str] = []
+        self.gate_failures: list[str] = []
         self.report = self._report_head()
 
     def _report_head(self) -> dict:
@@ -125,8 +147,8 @@ class _Exporter:
                 "thresholds": parity.THRESHOLDS, "formats": {}, "passed": None}
 
     def write_report(self) -> Path:
-        self.report["passed"] = not self.problems
-        self.report["problems"] = list(self.problems)
+        self.report["passed"] = not self.problems and not self.gate_failures
+        self.report["problems"] = list(self.problems) + list(self.gate_failures)
         path = self.out / REPORT
         write_json(path, self.report)
         return path
@@ -151,6 +173,7 @@ class _Exporter:
         """A new model.onnx makes an older fp16 file or engine inconsistent: remove those this
         export will not rewrite (an engine is rebuilt only if --trt succeeds)."""
         stale = [] if self.opts.fp16 else [FILES["onnx_fp16"]]
+        stale += [] if self.opts.gates.int8 else [FILES["onnx_int8"], REJECTED]
         stale += [FILES["tensorrt"], FILES["tensorrt"] + ".json"]
         for name in stale:
             p = self.out / name
@@ -206,6 +229,21 @@ class _Exporter:
         if rep["failures"]:
             self.problems.append(f"parity failed for {FILES[key]}: {rep['failures'][0]}")
 
+    def precision_gates(self) -> None:
+        """Accuracy gate for every float runtime x precision, then INT8 (made and gated)."""
+        from lkmseg.engines.torch_engine import TorchEngine
+
+        gates = PrecisionGates(self.out, self.cfg, self.size, self.opts.gates, self.log)
+        ref = TorchEngine(self.model, self.cfg, "fp32", "cpu", channels_last=False)
+        res = gates.run(self.files, ref,
+                        lambda: TorchEngine(self.model, self.cfg, "bf16", "cpu",
+                                            channels_last=False))
+        self.report["accuracy_gate"] = res.section
+        if res.int8 is not None:
+            self.report["formats"]["onnx_int8"] = res.int8
+        self.files.update(res.files)
+        self.gate_failures += res.failures
+
     def tensorrt(self, ref: parity.Reference) -> None:
         ok, why = tensorrt_status()
         if not ok:
@@ -253,11 +291,14 @@ def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, str
         ex.existing_onnx()
     ref = ex.reference()
     ex.check_onnx(ref)
+    if opts.onnx:
+        ex.precision_gates()
     report_path = ex.write_report()
     if opts.trt:
         ex.tensorrt(ref)
         report_path = ex.write_report()
-    result = ExportResult(ex.out, report_path, ex.report, ex.files, ex.problems)
+    result = ExportResult(ex.out, report_path, ex.report, ex.files, ex.problems,
+                          ex.gate_failures)
     if strict:
         result.check()
     return result
