@@ -51,7 +51,13 @@ def _export_dir(src: ModelSource) -> Path | None:
 
 
 def gated(src: ModelSource, cands: list[Candidate]) -> tuple[list[Candidate], list[str]]:
-    """Keep the candidates export found accurate enough; say why the others were dropped."""
+    """Keep the candidates export found accurate enough; say why the others were dropped.
+    A single model file named by the user runs in its own precision (their choice), never
+    in another one export did not check (bf16 from an fp32 file)."""
+    if src.kind in ("onnx", "tensorrt"):
+        keep = [c for c in cands if c[1] in (None, *src.onnx)]
+        return keep, [f"{c[0]} {c[1]}: not checked for a single file; pass the run folder "
+                      "to use export's accuracy gate" for c in cands if c not in keep]
     folder = _export_dir(src)
     report = read_report(folder) if folder else None
     keep, notes = [], []
