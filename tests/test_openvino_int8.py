@@ -69,6 +69,10 @@ def test_export_writes_gated_int8(trained):
     assert int8["status"] == "shipped" and int8["passed"] and int8["recipe"]
     assert int8["calibration"]["origin"].startswith("training images of the run")
     assert set(int8["checked_on"]) == {"onnxruntime", "openvino"}
+    # parity figures on the parity images, beside the other formats' (not a verdict)
+    assert int8["mask_dice_vs_torch"] > 0.9 and int8["max_abs_logit_diff"] > 0
+    assert int8["gate_dice"] == min(int8["attempts"][-1]["runtimes"][k]["dice"]
+                                    for k in ("onnxruntime", "openvino"))
     gate = rep["accuracy_gate"]
     assert gate["tolerance"] == 0.005 and gate["reference"]["dice"] > 0.8
     cands = gate["candidates"]

@@ -24,6 +24,8 @@ def front(points: list[dict]) -> list[dict]:
 
 
 def _panel(ax, block: str, pts: list[dict], batch: int) -> None:
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     for r in pts:
         ax.scatter(r["latency_ms_p50"], r["dice"], s=60, alpha=0.85,
                    color=COLORS.get(r["engine"], "grey"),
@@ -31,16 +33,23 @@ def _panel(ax, block: str, pts: list[dict], batch: int) -> None:
     fr = front(pts)
     ax.plot([r["latency_ms_p50"] for r in fr], [r["dice"] for r in fr], color="black",
             lw=1, ls="--", drawstyle="steps-post", zorder=0)
-    for k, r in enumerate(fr):
-        ax.annotate(f"{r['engine']} {r['precision']}\n{r['latency_ms_p50']:.1f} ms",
-                    (r["latency_ms_p50"], r["dice"]), fontsize=8,
-                    xytext=(6, -14 if k % 2 else 6), textcoords="offset points")
+    for k, r in enumerate(fr, 1):  # numbers at the points, names in a box: never overlap
+        ax.annotate(str(k), (r["latency_ms_p50"], r["dice"]), fontsize=8, weight="bold",
+                    xytext=(0, 7), textcoords="offset points", ha="center")
+    ax.text(0.98, 0.03, "Pareto front:\n" + "\n".join(
+        f"{k}. {r['engine']} {r['precision']}: {r['latency_ms_p50']:.1f} ms, "
+        f"Dice {r['dice']:.4f}" for k, r in enumerate(fr, 1)),
+        transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
     ax.set(xscale="log", title=f"{block} (batch {batch})", xlabel="latency p50, ms (log)")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3, which="both")
     lo = min(r["dice"] for r in pts)
     hi = max(r["dice"] for r in pts)
     pad = max(0.002, (hi - lo) * 0.25)
-    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_ylim(lo - 3 * pad, hi + pad)  # room at the bottom for the front's box
 
 
 def pareto_figure(rows: list[dict], path: Path) -> Path | None:
@@ -56,7 +65,8 @@ def pareto_figure(rows: list[dict], path: Path) -> Path | None:
         return None
     batch = min(r["batch"] for r in ok)
     blocks = list(dict.fromkeys(r["block"] for r in ok))
-    fig, axes = plt.subplots(1, len(blocks), figsize=(5.2 * len(blocks), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(blocks), figsize=(5.2 * len(blocks), 4.9), squeeze=False,
+                             layout="constrained")
     for ax, b in zip(axes[0], blocks):
         _panel(ax, b, [r for r in ok if r["block"] == b and r["batch"] == batch], batch)
     axes[0][0].set_ylabel("Dice" if ok[0].get("dice_kind") == "gt" else
@@ -68,10 +78,9 @@ def pareto_figure(rows: list[dict], path: Path) -> Path | None:
     handles += [Line2D([], [], color="grey", marker=MARKERS.get(p, "x"), ls="", label=p)
                 for p in precs]
     handles.append(Line2D([], [], color="black", ls="--", label="Pareto front"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
-               frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False,
+               ncol=len(handles) if len(blocks) > 1 else 4)
     fig.suptitle("Dice vs latency per block (up and left is better)")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
     from lkmseg.bench.report import _savefig
 
     return _savefig(fig, path)

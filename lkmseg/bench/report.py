@@ -181,7 +181,8 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
 def _savefig(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a constrained-layout figure lays itself out
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -229,8 +229,10 @@ class _Exporter:
         if rep["failures"]:
             self.problems.append(f"parity failed for {FILES[key]}: {rep['failures'][0]}")
 
-    def precision_gates(self) -> None:
-        """Accuracy gate for every float runtime x precision, then INT8 (made and gated)."""
+    def precision_gates(self, ref: parity.Reference) -> None:
+        """Accuracy gate for every float runtime x precision, then INT8 (made and gated);
+        the shipped INT8 file also gets the parity figures, on the parity images, beside the
+        other formats' (informational: INT8 is judged by the accuracy gate)."""
         from lkmseg.engines.torch_engine import TorchEngine
 
         gates = PrecisionGates(self.out, self.cfg, self.size, self.opts.gates, self.log)
@@ -241,6 +243,14 @@ class _Exporter:
         self.report["accuracy_gate"] = res.section
         if res.int8 is not None:
             self.report["formats"]["onnx_int8"] = res.int8
+        if "onnx_int8" in res.files:
+            from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+            with OnnxRuntimeEngine(res.files["onnx_int8"], device="cpu") as eng:
+                figures = parity.compare(eng, ref, "int8")
+            for key in ("failures", "passed"):
+                figures.pop(key)
+            res.int8.update(figures)
         self.files.update(res.files)
         self.gate_failures += res.failures
 
@@ -292,7 +302,7 @@ def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, str
     ref = ex.reference()
     ex.check_onnx(ref)
     if opts.onnx:
-        ex.precision_gates()
+        ex.precision_gates(ref)
     report_path = ex.write_report()
     if opts.trt:
         ex.tensorrt(ref)

@@ -148,9 +148,9 @@ class PrecisionGates:
         entry.update(file=name, mb=round(os.path.getsize(self.out / name) / 1e6, 3),
                      status="shipped" if shipped else "rejected", recipe=attempt["recipe"],
                      checked_on=sorted(checked), passed=shipped,
-                     dice_vs_gt=min((f["dice"] for f in checked.values()), default=None),
-                     mask_dice_vs_torch=min((f["mask_dice_vs_torch"] for f in checked.values()),
-                                            default=None))
+                     gate_dice=min((f["dice"] for f in checked.values()), default=None),
+                     gate_mask_dice_vs_torch=min(
+                         (f["mask_dice_vs_torch"] for f in checked.values()), default=None))
         entry["failures"] = [] if shipped else [
             f"INT8 misses the accuracy gate after {len(entry['attempts'])} recipes (best: "
             f"{attempt['recipe']}, Dice {attempt['worst_delta']:+.4f} vs fp32, gate "
