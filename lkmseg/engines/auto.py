@@ -118,16 +118,21 @@ def _time_engine(engine: Engine, x: np.ndarray, reps: int) -> list[float]:
     return times
 
 
-def measure(engines: dict[str, Engine], x: np.ndarray, rounds: int = 3,
-            reps: int = 3) -> dict[str, float]:
-    """Median milliseconds per call of each engine: one warm-up call each, then ``rounds``
-    interleaved passes of ``reps`` calls (a busy machine slows all candidates alike)."""
-    for eng in engines.values():
+def measure(engines: dict[str, Engine], x: np.ndarray, rounds: int = 3, reps: int = 3,
+            budget_s: float = 0.3) -> dict[str, float]:
+    """Median milliseconds per call of each engine: a warm-up call (compiles, allocates) and
+    a sizing call each, then ``rounds`` interleaved passes of up to ``reps`` calls (a busy
+    machine slows all candidates alike); a slow candidate gets fewer calls per pass
+    (``budget_s``), never fewer than one."""
+    n = {}
+    for k, eng in engines.items():
         eng(x)
+        first = _time_engine(eng, x, 1)[0]
+        n[k] = max(1, min(reps, int(budget_s / max(first, 1e-6))))
     times: dict[str, list[float]] = {k: [] for k in engines}
     for _ in range(rounds):
         for k, eng in engines.items():
-            times[k] += _time_engine(eng, x, reps)
+            times[k] += _time_engine(eng, x, n[k])
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
