@@ -40,6 +40,7 @@ class BenchOptions:
     device: str = "auto"
     train: bool = True
     reps: int = 30
+    rounds: int = 3  # round-robin passes the reps are spread over (more = finer interleaving)
     max_seconds: float = 20.0  # per latency probe
     limit: int = 32  # images used for Dice
     export_missing: bool = True
@@ -132,9 +133,7 @@ def _measure_engine(m: Model, eng_name: str, prec: str | None, opts: BenchOption
     rss0 = rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    dev = "cpu" if eng_name == "openvino" or prec == "int8" and eng_name == "onnxruntime" \
-        else device
-    eng = load_engine(eng_name, m.run_dir, precision=prec, device=dev)
+    eng = load_engine(eng_name, m.run_dir, precision=prec, device=device)
     dice, preds = _dice_for(eng, m.cfg, inputs, size, max(opts.batch_sizes), ref)
     mem = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" and eng_name == "torch"
            else max(0.0, rss_mb() - rss0))
@@ -171,7 +170,7 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
         rows += _load_model_engines(m, opts, device, inputs, probes, console)
     if console:
         console.print(f"timing {len(probes)} engine/batch configurations, interleaved…")
-    interleave(probes, reps=opts.reps, rounds=3, max_seconds=opts.max_seconds)
+    interleave(probes, reps=opts.reps, rounds=opts.rounds, max_seconds=opts.max_seconds)
     for r in rows:
         _finish_row(r, probes, train_ips, ctx)
     ctx["load_after"] = _load()
@@ -179,9 +178,15 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
 
 
 def _machine() -> dict:
+    """The CPU, and the OpenMP wait policy torch's threads run with: on a busy machine the
+    default (spinning) policy can make PyTorch eager several times slower than PASSIVE, so a
+    torch-relative figure means little without it."""
+    import os
+
     from lkmseg.engines.cpu_flags import cpu_model, describe_isa
 
-    return {"cpu": cpu_model(), "cpu_flags": describe_isa()}
+    return {"cpu": cpu_model(), "cpu_flags": describe_isa(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
 
 
 def _load() -> list[float] | None:

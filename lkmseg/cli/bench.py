@@ -33,6 +33,9 @@ def bench_cmd(
     train: Annotated[bool, typer.Option(help="Also measure training images/s.")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     reps: Annotated[int, typer.Option(min=3, help="Timed calls per configuration.")] = 30,
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Round-robin passes the timed calls are spread over (more: finer "
+                    "interleaving on a busy machine).")] = 3,
     limit: Annotated[int, typer.Option(min=1, help="Images used for Dice.")] = 32,
     dice_tolerance: Annotated[float, typer.Option(
         help="Accuracy gate: max Dice drop of a bf16/fp16/int8 row vs fp32.")] = 0.005,
@@ -77,7 +80,7 @@ def bench_cmd(
                             "`lkmseg train`")
     opts = BenchOptions(engines=names, batch_sizes=bss,
                         size=parse_size(size) if size else None, device=device, train=train,
-                        reps=reps, limit=limit, dice_tolerance=dice_tolerance)
+                        reps=reps, rounds=rounds, limit=limit, dice_tolerance=dice_tolerance)
     rows, ctx = bench(list(runs), source, opts, console)
     print_table(rows, ctx, console)
     files = save(rows, ctx, out)
