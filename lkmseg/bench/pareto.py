@@ -14,11 +14,12 @@ COLORS = {"torch": "tab:red", "onnxruntime": "tab:blue", "openvino": "tab:purple
 MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^"}
 
 
-def front(points: list[dict]) -> list[dict]:
-    """Rows not dominated by another (lower latency and higher-or-equal Dice), by latency."""
+def front(points: list[dict], eps: float = 1e-4) -> list[dict]:
+    """Rows not dominated by another (faster at a Dice no more than ``eps`` lower: Dice
+    differences below 1e-4 are a pixel or two, not accuracy), sorted by latency."""
     best: list[dict] = []
     for r in sorted(points, key=lambda r: (r["latency_ms_p50"], -r["dice"])):
-        if not best or r["dice"] > best[-1]["dice"]:
+        if not best or r["dice"] > best[-1]["dice"] + eps:
             best.append(r)
     return best
 
