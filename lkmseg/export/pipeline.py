@@ -236,8 +236,8 @@ class _Exporter:
         from lkmseg.engines.torch_engine import TorchEngine
 
         gates = PrecisionGates(self.out, self.cfg, self.size, self.opts.gates, self.log)
-        ref = TorchEngine(self.model, self.cfg, "fp32", "cpu", channels_last=False)
-        res = gates.run(self.files, ref,
+        torch_fp32 = TorchEngine(self.model, self.cfg, "fp32", "cpu", channels_last=False)
+        res = gates.run(self.files, torch_fp32,
                         lambda: TorchEngine(self.model, self.cfg, "bf16", "cpu",
                                             channels_last=False))
         self.report["accuracy_gate"] = res.section
