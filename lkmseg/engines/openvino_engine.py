@@ -92,10 +92,25 @@ class OpenVinoEngine(Engine):
         self.threads = threads or physical_cores()
         self._compiled: dict[tuple[int, ...], Any] = {}
         self.detail = f"CPU, {HINT[precision]} compute, {self.threads} threads"
-        shape = self.model.input(0).get_partial_shape()
-        if shape.rank.is_static and shape.rank.get_length() == 4 and shape[2].is_static \
-                and shape[3].is_static:
+        shape = self._check_io()
+        if shape[2].is_static and shape[3].is_static:
             self.fixed_hw = (shape[2].get_length(), shape[3].get_length())
+
+    def _check_io(self) -> Any:
+        """UserError unless the model maps (B, 3, H, W) -> (B, 1, H, W); returns the input's
+        partial shape."""
+        def dims(ps: Any) -> list:
+            if ps.rank.is_dynamic:
+                return ["?"]
+            return [d.get_length() if d.is_static else "?" for d in ps]
+
+        inp = self.model.input(0).get_partial_shape()
+        out = self.model.output(0).get_partial_shape()
+        i, o = dims(inp), dims(out)
+        if len(i) != 4 or i[1] != 3 or len(o) != 4 or o[1] != 1:
+            raise UserError(f"{self.path}: model maps {i} -> {o}, not an lkmseg U-Net "
+                            "(B, 3, H, W) -> (B, 1, H, W); re-export it with `lkmseg export RUN`")
+        return inp
 
     @classmethod
     def from_source(cls, src: ModelSource, precision: str = "fp32", device: str = "auto",
