@@ -22,14 +22,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 def make_run(run_dir: Path, block: str = "1x5", width: int = 4, depth: int = 3,
              size: tuple[int, int] = (64, 96), seed: int = 0, decisive: bool = True) -> Path:
-    """A run folder with random (but BN-calibrated) weights, as `lkmseg train` would lay out.
+    """A run folder with random (but BN-calibrated) weights, as `lkmseg train` would lay out;
+    its data is samples/ (so export calibrates INT8 on those images, in seconds).
 
     ``decisive``: the head is rescaled so logits spread over about -4..4 (a random U-Net's are
     nearly constant), so masks are neither empty nor full and mask comparisons mean something.
     """
     torch.manual_seed(seed)
     cfg = RunConfig(model=ModelConfig(block=block, width=width, depth=depth), size=size,
-                    train=TrainConfig(steps=0), data={"source": "test"})
+                    train=TrainConfig(steps=0), data={"source": str(SAMPLES), "layout": "folders"})
     model = build_model(cfg.model)
     model.train()
     with torch.no_grad():  # give BatchNorm non-trivial running statistics

@@ -58,10 +58,17 @@ def test_all_engines_agree_through_one_interface(run, batch):
         assert np.allclose(eng(torch.from_numpy(batch)), out["torch"], atol=1e-4)
 
 
-def test_auto_prefers_onnxruntime_on_cpu(run, batch):
+def test_auto_takes_the_fastest_measured_on_cpu(run, batch, monkeypatch, tmp_path):
+    from lkmseg.engines import auto
+
+    monkeypatch.setenv("LKMSEG_CACHE", str(tmp_path / "cache"))
+    fast = {"onnxruntime fp32": 1.0}  # every other candidate: 5 ms
+    monkeypatch.setattr(auto, "_time_engine", lambda e, x, reps: [
+        fast.get(f"{e.name} {e.precision}", 5.0) / 1000] * reps)
     eng = load_engine("auto", run, device="auto")
     assert eng.name == "onnxruntime" and eng.precision == "fp32" and eng.device == "cpu"
-    eng = load_engine("auto", run / "export" / "model.fp16.onnx")
+    assert "onnxruntime fp32 1.00 ms" in eng.auto_choice
+    eng = load_engine("auto", run / "export" / "model.fp16.onnx")  # the one file given
     assert eng.name == "onnxruntime" and eng.precision == "fp16"
     eng = load_engine("auto", run / "model.safetensors")
     assert eng.name == "torch"
@@ -75,7 +82,7 @@ def test_auto_falls_back_to_torch_and_says_why(tiny_run):
 
 def test_resolve_model_forms(run):
     src = resolve_model(run)
-    assert src.kind == "run" and set(src.onnx) == {"fp32", "fp16"} and src.weights
+    assert src.kind == "run" and set(src.onnx) == {"fp32", "fp16", "int8"} and src.weights
     assert src.engine is None
     exp = resolve_model(run / "export")
     assert exp.run_dir == run

@@ -32,7 +32,10 @@ def test_info_json_rows_explain_unavailable_engines():
     assert env["onnxruntime"] == onnxruntime.__version__
     assert "CPUExecutionProvider" in env["onnxruntime_providers"]
     rows = data["engines"]
-    assert {r["engine"] for r in rows} == {"torch", "onnxruntime", "tensorrt"}
+    assert {r["engine"] for r in rows} == {"torch", "onnxruntime", "openvino", "tensorrt"}
+    ov = {r["precision"]: r for r in rows if r["engine"] == "openvino"}
+    assert set(ov) == {"fp32", "bf16", "int8"}  # info lists every openvino precision
+    assert any(r["engine"] == "onnxruntime" and r["precision"] == "int8" for r in rows)
     for r in rows:
         assert isinstance(r["available"], bool) and r["detail"]
         if not r["available"]:  # every "no" says why and how to fix it

@@ -62,12 +62,14 @@ def test_predict_folder_masks_rle_overlay(run, folder, tmp_path):
                               "--batch-size", "2", "--rle", str(csv_path), "--overlay",
                               "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "engine frames/s" in res.output and "engine: onnxruntime (fp32" in res.output
+    assert "engine frames/s" in res.output and "engine: " in res.output
+    assert "auto chose" in res.output  # measured here, and says on which figures
     images = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png"))
     rows = list(csv.reader(csv_path.read_text().splitlines()))
     assert rows[0] == ["img", "rle_mask"] and len(rows) == 1 + len(images)
     by_name = dict(rows[1:])
-    engine = load_engine("onnxruntime", run, "fp32", "cpu")
+    engine = load_engine("auto", run)  # auto's choice is cached: the same engine again
+    assert "cached from" in engine.auto_choice and f"engine: {engine.describe()}" in res.output
     for img_path in images:
         mask_path = out / f"{img_path.stem}.png"
         raw = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)

@@ -28,7 +28,8 @@ class CompareOptions:
     width: int = 8
     depth: int = 6
     seed: int = 0
-    engines: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "tensorrt"])
+    engines: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "openvino",
+                                                        "tensorrt"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     bench_reps: int = 30
     limit: int = 32
@@ -113,7 +114,8 @@ def _export_all(runs: list[Path], console) -> dict[str, dict]:
         if console:
             console.print(f"exporting {r.name} (ONNX fp32 + fp16, parity check)…")
         res = export_run(r, ExportOptions(fp16=True, trt=False), strict=False)
-        out[r.name] = {"problems": res.problems, "report": str(res.report_path)}
+        out[r.name] = {"problems": res.problems + res.gate_failures,
+                       "report": str(res.report_path)}
         for p in res.problems:
             if console:
                 console.print(f"[yellow]warning: export {r.name}: {p}[/]")
@@ -226,7 +228,10 @@ def write_report(o: CompareOptions, runs: list[Path], rows: list[dict], ctx: dic
              "![Dice vs images seen and wall time](curves.png)", "",
              "## Headline ratios (separable vs square, same K)", ""]
     lines += [f"- {x}" for x in ratio_lines(rs)] or ["- no separable/square pair among the blocks"]
-    lines += ["", "## Benchmark", "", markdown(rows, ctx), ""]
+    from lkmseg.bench.verdict import separable_table
+
+    lines += ["", "## Separable vs square, per runtime x precision", "",
+              *separable_table(rows), "", "## Benchmark", "", markdown(rows, ctx, False), ""]
     lines += [f"![{f.stem}]({f.name})" for f in figures if f.name != "curves.png"]
     lines += ["", "## Export parity (ONNX Runtime vs PyTorch)", ""]
     for name, e in exports.items():

@@ -7,16 +7,19 @@ import io
 import json
 from pathlib import Path
 
+from lkmseg.bench.pareto import pareto_figure
 from lkmseg.fsutil import atomic_path, write_json, write_text
 
 COLUMNS = ["model", "block", "kernel", "engine", "status", "params", "gflops", "file_mb",
            "dice", "latency_ms_p50", "latency_ms_p99", "fps", "train_images_per_s",
-           "precision", "batch", "latency_ms_p90", "dice_kind", "mem_mb", "gflops_per_s",
-           "frac_of_peak", "device", "size", "reps", "safetensors_mb", "onnx_mb",
-           "onnx_fp16_mb", "engine_mb", "engine_detail", "family"]
+           "precision", "batch", "latency_ms_p90", "dice_kind", "agreement", "mem_mb",
+           "gflops_per_s", "peak_gflops", "frac_of_peak", "device", "size", "reps",
+           "safetensors_mb", "onnx_mb", "onnx_fp16_mb", "onnx_int8_mb", "engine_mb",
+           "engine_detail", "family"]
 SHOWN = [("model", "model"), ("engine", "engine"), ("precision", "prec"), ("batch", "bs"),
          ("params", "params M"), ("gflops", "GFLOP/img"), ("file_mb", "file MB"),
-         ("dice", "dice"), ("latency_ms_p50", "p50 ms"), ("latency_ms_p99", "p99 ms"),
+         ("dice", "dice"), ("agreement", "vs torch"), ("latency_ms_p50", "p50 ms"),
+         ("latency_ms_p99", "p99 ms"),
          ("fps", "img/s"), ("frac_of_peak", "of peak"), ("mem_mb", "mem MB"),
          ("train_images_per_s", "train img/s"), ("status", "status")]
 
@@ -26,7 +29,7 @@ def _fmt(key: str, v) -> str:
         return "-"
     if key == "params":
         return f"{v / 1e6:.2f}"
-    if key == "dice":
+    if key in ("dice", "agreement"):
         return f"{v:.4f}"
     if key == "frac_of_peak":
         return f"{100 * v:.0f}%"
@@ -91,24 +94,35 @@ def print_table(rows: list[dict], ctx: dict, console) -> None:
     for r in rows:
         t.add_row(*[_fmt(k, r.get(k)) for k, _ in SHOWN])
     console.print(t)
-    console.print(f"matmul peak measured in this run: {ctx['peak_gflops']} GFLOP/s "
-                  f"(fp32, {ctx['device']})")
+    console.print(f"matmul peaks measured in this run ({ctx['device']}): {_peaks(ctx)}")
     for line in ratio_lines(ratios(rows)):
         console.print(line)
 
 
-def markdown(rows: list[dict], ctx: dict) -> str:
+def markdown(rows: list[dict], ctx: dict, verdict: bool = True) -> str:
     head = "| " + " | ".join(h for _, h in SHOWN) + " |"
     sep = "|" + "---|" * len(SHOWN)
     body = ["| " + " | ".join(_fmt(k, r.get(k)).replace("|", "/") for k, _ in SHOWN) + " |"
             for r in rows]
     lines = [f"Device: {ctx['device']}{' (' + ctx['gpu'] + ')' if ctx.get('gpu') else ''}, "
              f"torch {ctx['torch']}, {ctx['threads']} threads, {ctx['date']}. "
-             f"Inputs: {ctx['inputs']}; dice = {ctx['dice_kind']}. "
-             f"Matmul peak: {ctx['peak_gflops']} GFLOP/s.", "", head, sep, *body, "",
-             "**Separable vs square**", ""]
+             f"Inputs: {ctx['inputs']}; dice = {ctx['dice_kind']}, 'vs torch' = mask Dice "
+             f"against torch fp32. Matmul peaks: {_peaks(ctx)}.",
+             *([f"CPU: {ctx['cpu']} ({ctx.get('cpu_flags')}); load average before/after: "
+                f"{ctx.get('load_before')} / {ctx.get('load_after')}."] if ctx.get("cpu")
+               else []),
+             "", head, sep, *body, "", "**Separable vs square**", ""]
     lines += [f"- {x}" for x in ratio_lines(ratios(rows))] or ["- (no separable/square pair)"]
+    if verdict:
+        from lkmseg.bench.verdict import separable_table
+
+        lines += ["", *separable_table(rows)]
     return "\n".join(lines) + "\n"
+
+
+def _peaks(ctx: dict) -> str:
+    peaks = ctx.get("peaks") or {"fp32": ctx.get("peak_gflops")}
+    return ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items() if v)
 
 
 def save(rows: list[dict], ctx: dict, out: Path) -> list[Path]:
@@ -132,19 +146,9 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
 
     ok = [r for r in rows if r["status"] == "ok" and r.get("latency_ms_p50")]
     made = []
-    # 1. Dice vs latency (Pareto), batch 1 where present
-    fig, ax = plt.subplots(figsize=(7, 5))
-    bs = min((r["batch"] for r in ok), default=1)
-    for r in (r for r in ok if r["batch"] == bs and r.get("dice") is not None):
-        mk = {"torch": "o", "onnxruntime": "s", "tensorrt": "^"}.get(r["engine"], "x")
-        ax.scatter(r["latency_ms_p50"], r["dice"], marker=mk, s=50)
-        ax.annotate(f"{r['block']} {r['engine']} {r['precision']}",
-                    (r["latency_ms_p50"], r["dice"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set(xscale="log", xlabel=f"latency p50 (ms, batch {bs}, log)", ylabel="Dice",
-           title="Dice vs latency (up and left is better)")
-    ax.grid(alpha=0.3)
-    made.append(_savefig(fig, out / "dice_vs_latency.png"))
+    pareto = pareto_figure(rows, out / "dice_vs_latency.png")
+    if pareto:
+        made.append(pareto)
     # 2. training images/s per block
     models = {r["model"]: r for r in rows if r.get("train_images_per_s")}
     if models:
@@ -177,7 +181,8 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
 def _savefig(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a constrained-layout figure lays itself out
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -1,9 +1,13 @@
-"""`lkmseg bench`: every model x engine x batch size, in one process, on the same inputs.
+"""`lkmseg bench`: every model x engine x precision x batch size, in one process, on the
+same inputs.
 
 A row (DESIGN.md contract): model, block, kernel, engine, status, params, gflops, file_mb,
 dice, latency_ms_p50, latency_ms_p99, fps, train_images_per_s — plus precision, batch,
-latency_ms_p90, dice_kind, mem_mb, gflops_per_s, frac_of_peak, device and file sizes.
-An engine that cannot run here is a row whose status is "skipped: why", never a crash.
+latency_ms_p90, dice_kind, agreement (mask Dice vs torch fp32), mem_mb, gflops_per_s,
+frac_of_peak (of the matmul peak measured in this run for the row's precision), device and file
+sizes. Rows: torch fp32/bf16, onnxruntime fp32/fp16/int8, openvino fp32/bf16/int8, tensorrt
+fp32/fp16/int8. A row that cannot run here is "skipped: why"; a present file that fails, or a
+row outside its accuracy gate, is "failed: why" (``bench/rows.py``), never a crash.
 """
 
 from __future__ import annotations
@@ -15,34 +19,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lkmseg.bench import rows as rowlib
 from lkmseg.bench.inputs import BenchInputs, load_inputs
-from lkmseg.bench.measure import (
-    LatencyProbe,
-    gflops_per_image,
-    interleave,
-    matmul_peak_gflops,
-    rss_mb,
-)
+from lkmseg.bench.measure import LatencyProbe, gflops_per_image, interleave, rss_mb
+from lkmseg.bench.peaks import measure_peaks, peak_for
 from lkmseg.config import RunConfig
 from lkmseg.data.transforms import postprocess, preprocess
 from lkmseg.errors import UserError
 from lkmseg.models import build_model, count_params
 
-ENGINE_PRECISIONS = {"torch": ["fp32", "fp16", "bf16"], "onnxruntime": ["fp32", "fp16"],
-                     "tensorrt": [None]}
+ENGINE_PRECISIONS = rowlib.ENGINE_PRECISIONS
 
 
 @dataclass
 class BenchOptions:
-    engines: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "tensorrt"])
+    engines: list[str] = field(default_factory=lambda: ["torch", "onnxruntime", "openvino",
+                                                        "tensorrt"])
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     size: tuple[int, int] | None = None  # default: each model's training size
     device: str = "auto"
     train: bool = True
     reps: int = 30
+    rounds: int = 3  # round-robin passes the reps are spread over (more = finer interleaving)
     max_seconds: float = 20.0  # per latency probe
     limit: int = 32  # images used for Dice
     export_missing: bool = True
+    dice_tolerance: float = 0.005  # reduced-precision rows: max Dice drop vs fp32
 
 
 @dataclass
@@ -58,14 +60,8 @@ def _device(opts: BenchOptions) -> str:
     return opts.device
 
 
-def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str | None]]:
-    out = []
-    for eng in opts.engines:
-        for prec in ENGINE_PRECISIONS[eng]:
-            if device == "cpu" and eng == "torch" and prec != "fp32":
-                continue  # fp16 autocast is unsupported on CPU; bf16 measured 10-20x slower
-            out.append((eng, prec))
-    return out
+def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str]]:
+    return rowlib.combos(opts.engines, device)
 
 
 def _file_mb(p: Path | None) -> float | None:
@@ -77,27 +73,26 @@ def _files(run: Path) -> dict[str, float | None]:
     return {"safetensors_mb": _file_mb(run / "model.safetensors"),
             "onnx_mb": _file_mb(ex / "model.onnx"),
             "onnx_fp16_mb": _file_mb(ex / "model.fp16.onnx"),
+            "onnx_int8_mb": _file_mb(ex / "model.int8.onnx"),
             "engine_mb": _file_mb(ex / "model.engine")}
 
 
-def _engine_file_mb(files: dict, eng: str, prec: str | None) -> float | None:
-    if eng == "torch":
-        return files["safetensors_mb"]
-    if eng == "onnxruntime":
-        return files["onnx_fp16_mb" if prec == "fp16" else "onnx_mb"]
-    return files["engine_mb"]
+def _engine_file_mb(run: Path, eng: str, prec: str) -> float | None:
+    return _file_mb(rowlib.model_file(run, eng, prec))
 
 
 def _ensure_export(run: Path, opts: BenchOptions, console) -> None:
+    """Export a run that has no ONNX yet (fp32, fp16 and the gated INT8) for the ONNX rows."""
     ex = run / "export"
-    if not opts.export_missing or "onnxruntime" not in opts.engines:
+    if not opts.export_missing or not {"onnxruntime", "openvino"} & set(opts.engines):
         return
-    if (ex / "model.onnx").is_file() and (ex / "model.fp16.onnx").is_file():
+    if (ex / "model.onnx").is_file():
         return
     from lkmseg.export.pipeline import ExportOptions, export_run
 
     if console:
-        console.print(f"exporting {run} to ONNX (fp32 + fp16) for the onnxruntime rows…")
+        console.print(f"exporting {run} to ONNX (fp32, fp16, int8) for the onnxruntime and "
+                      "openvino rows…")
     export_run(run, ExportOptions(fp16=True, trt=False), strict=False)
 
 
@@ -111,8 +106,11 @@ def _dice_for(engine, model_cfg: RunConfig, inputs: BenchInputs, size, batch: in
     target = inputs.masks if inputs.has_masks else ref_masks
     if target is None:
         return None, preds
-    scores = [_dice(p, t) for p, t in zip(preds, target)]
-    return float(np.mean(scores)), preds
+    return _mean_dice(preds, target), preds
+
+
+def _mean_dice(preds: list[np.ndarray], target: list[np.ndarray]) -> float:
+    return float(np.mean([_dice(p, t) for p, t in zip(preds, target)]))
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -121,9 +119,9 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if tot == 0 else 2 * inter / tot
 
 
-def _base_row(m: Model, files: dict, eng: str, prec: str | None, device: str) -> dict:
+def _base_row(m: Model, files: dict, eng: str, prec: str, device: str) -> dict:
     return {"model": m.name, "block": m.cfg.model.block, "kernel": m.cfg.model.spec.kernel,
-            "family": m.cfg.model.spec.family, "engine": eng, "precision": prec or "engine",
+            "family": m.cfg.model.spec.family, "engine": eng, "precision": prec,
             "device": device, "status": "ok", **files}
 
 
@@ -140,7 +138,7 @@ def _measure_engine(m: Model, eng_name: str, prec: str | None, opts: BenchOption
     mem = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" and eng_name == "torch"
            else max(0.0, rss_mb() - rss0))
     return eng, {"dice": dice, "preds": preds, "mem_mb": round(mem, 1),
-                 "precision": getattr(eng, "precision", prec) or "engine",
+                 "precision": getattr(eng, "precision", prec) or prec,
                  "engine_detail": eng.describe()}
 
 
@@ -158,10 +156,11 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
     ctx = {"device": device, "inputs": inputs.origin, "n_images": len(inputs.images),
            "dice_kind": "ground truth" if inputs.has_masks else "agreement with torch fp32",
            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-           "threads": torch.get_num_threads(),
-           "peak_gflops": round(matmul_peak_gflops(device), 1)}
+           "threads": torch.get_num_threads(), **_machine(), "load_before": _load()}
+    ctx["peaks"] = measure_peaks(device, opts.engines, torch.get_num_threads())
+    ctx["peak_gflops"] = ctx["peaks"]["fp32"]
     if device == "cuda":
-        ctx["peak_gflops_fp16"] = round(matmul_peak_gflops(device, dtype=torch.float16), 1)
+        ctx["peak_gflops_fp16"] = ctx["peaks"]["fp16"]
         ctx["gpu"] = torch.cuda.get_device_name()
     for m in models:
         _ensure_export(m.run_dir, opts, console)
@@ -171,10 +170,34 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
         rows += _load_model_engines(m, opts, device, inputs, probes, console)
     if console:
         console.print(f"timing {len(probes)} engine/batch configurations, interleaved…")
-    interleave(probes, reps=opts.reps, rounds=3, max_seconds=opts.max_seconds)
+    interleave(probes, reps=opts.reps, rounds=opts.rounds, max_seconds=opts.max_seconds)
     for r in rows:
         _finish_row(r, probes, train_ips, ctx)
+    ctx["load_after"] = _load()
     return rows, ctx
+
+
+def _machine() -> dict:
+    """The CPU, and the OpenMP wait policy torch's threads run with: on a busy machine the
+    default (spinning) policy can make PyTorch eager several times slower than PASSIVE, so a
+    torch-relative figure means little without it."""
+    import os
+
+    from lkmseg.engines.cpu_flags import cpu_model, describe_isa
+
+    return {"cpu": cpu_model(), "cpu_flags": describe_isa(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+
+
+def _load() -> list[float] | None:
+    """1/5/15-minute load averages: a busy machine slows every row (rounds are interleaved,
+    so ratios hold better than absolute times)."""
+    import os
+
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _train_throughput(models: list[Model], opts: BenchOptions, device: str,
@@ -204,28 +227,48 @@ def _load_model_engines(m: Model, opts: BenchOptions, device: str, inputs: Bench
               "size": f"{size[0]}x{size[1]}", "dice_kind": "gt" if inputs.has_masks else
               "agreement"}
     files = _files(m.run_dir)
-    ref = None
+    ref: dict = {}  # torch fp32: "preds" (masks) and "dice"
     rows = []
     for eng_name, prec in _combos(opts, device):
-        base = {**_base_row(m, files, eng_name, prec, device), **static}
-        base["file_mb"] = _engine_file_mb(files, eng_name, prec)
-        try:
-            eng, fig = _measure_engine(m, eng_name, prec, opts, device, inputs, ref, size)
-        except UserError as e:
-            rows.append({**base, "status": f"skipped: {e}", "batch": None})
+        base = {**_base_row(m, files, eng_name, prec, device), **static,
+                "file_mb": _engine_file_mb(m.run_dir, eng_name, prec)}
+        verdict = rowlib.before_loading(m.run_dir, eng_name, prec, device)
+        if not verdict.ok:
+            rows.append({**base, "status": verdict.status, "failure": verdict.kind,
+                         "batch": None})
             continue
-        if ref is None and not inputs.has_masks and eng_name == "torch" and prec == "fp32":
-            ref, fig["dice"] = fig["preds"], 1.0
-        fig.pop("preds")
-        for bs in opts.batch_sizes:
-            x = preprocess([inputs.images[i % len(inputs.images)] for i in range(bs)],
-                           size).numpy()
-            key = f"{m.name}|{eng_name}|{fig['precision']}|{bs}"
-            probes[key] = LatencyProbe(lambda e=eng, x=x: e(x))
-            rows.append({**base, **fig, "batch": bs, "probe": key})
+        try:
+            eng, fig = _measure_engine(m, eng_name, prec, opts, device, inputs,
+                                       ref.get("preds"), size)
+        except UserError as e:  # the file is there (checked above) but does not load or run
+            rows.append({**base, "status": f"failed: {e}", "failure": "file", "batch": None})
+            continue
+        rows += _timed_rows(m, eng, fig, base, ref, opts, inputs, size, probes)
         if console:
             console.print(f"  {m.name}: {eng.describe()} ready (dice {fig['dice']})")
     return rows
+
+
+def _timed_rows(m: Model, eng, fig: dict, base: dict, ref: dict, opts: BenchOptions,
+                inputs: BenchInputs, size, probes: dict) -> list[dict]:
+    """Agreement with torch fp32, the accuracy gate, and one latency probe per batch size."""
+    preds = fig.pop("preds")
+    if base["engine"] == "torch" and base["precision"] == "fp32":
+        ref.update(preds=preds, dice=fig["dice"] if inputs.has_masks else None)
+        if not inputs.has_masks:
+            fig["dice"] = 1.0
+    fig["agreement"] = _mean_dice(preds, ref["preds"]) if "preds" in ref else None
+    verdict = rowlib.dice_gate(fig["dice"] if inputs.has_masks else None, ref.get("dice"),
+                               base["precision"], opts.dice_tolerance)
+    out = []
+    for bs in opts.batch_sizes:
+        x = preprocess([inputs.images[i % len(inputs.images)] for i in range(bs)],
+                       size).numpy()
+        key = f"{m.name}|{base['engine']}|{fig['precision']}|{bs}"
+        probes[key] = LatencyProbe(lambda e=eng, x=x: e(x))
+        out.append({**base, **fig, "batch": bs, "probe": key, "status": verdict.status,
+                    "failure": verdict.kind})
+    return out
 
 
 def _finish_row(r: dict, probes: dict, train_ips: dict, ctx: dict) -> None:
@@ -237,7 +280,7 @@ def _finish_row(r: dict, probes: dict, train_ips: dict, ctx: dict) -> None:
     r.update(latency_ms_p50=round(st["p50"], 3), latency_ms_p90=round(st["p90"], 3),
              latency_ms_p99=round(st["p99"], 3), reps=st["n"],
              fps=round(r["batch"] / (st["p50"] / 1000), 2))
-    peak = ctx.get("peak_gflops_fp16") if r["precision"] == "fp16" else None
-    peak = peak or ctx["peak_gflops"]
+    peak = peak_for(ctx["peaks"], r["precision"], r["device"])
     r["gflops_per_s"] = round(r["gflops"] * r["fps"], 1)
-    r["frac_of_peak"] = round(r["gflops_per_s"] / peak, 3) if peak else None
+    r["peak_gflops"] = peak
+    r["frac_of_peak"] = float(f"{r['gflops'] * r['fps'] / peak:.4g}") if peak else None

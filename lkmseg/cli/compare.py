@@ -20,7 +20,8 @@ def compare_cmd(
     width: Annotated[int, typer.Option(min=1)] = 8,
     depth: Annotated[int, typer.Option(min=1, max=8)] = 6,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    engines: Annotated[str, typer.Option(help="Engines to bench.")] = "torch,onnxruntime,tensorrt",
+    engines: Annotated[str, typer.Option(help="Engines to bench.")] =
+        "torch,onnxruntime,openvino,tensorrt",
     batch_sizes: Annotated[str, typer.Option(help="Inference batch sizes.")] = "1,8",
     seed: Annotated[int, typer.Option()] = 0,
     bench_reps: Annotated[int, typer.Option(min=3, help="Timed calls per configuration.")] = 30,
@@ -47,7 +48,7 @@ def compare_cmd(
         raise UserError(f"--batch-sizes {batch_sizes!r}: use integers like 1,8") from e
     engs = [canonical_name(e) for e in parse_list(engines, "--engines")]
     if "auto" in engs:
-        raise UserError("--engines: name them (torch,onnxruntime,tensorrt)")
+        raise UserError("--engines: name them (torch,onnxruntime,openvino,tensorrt)")
     if data is not None and not data.exists():
         raise UserError(f"{data}: data folder not found; check --data")
     console = Console(soft_wrap=True, width=None if Console().is_terminal else 200)

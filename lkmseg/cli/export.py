@@ -1,4 +1,4 @@
-"""`lkmseg export`: ONNX fp32/fp16 (+ TensorRT) with a parity report."""
+"""`lkmseg export`: ONNX fp32/fp16/int8 (+ TensorRT) with parity and accuracy-gate reports."""
 
 from __future__ import annotations
 
@@ -52,7 +52,33 @@ def print_report(report: dict) -> None:
                   _fmt(f.get("max_abs_logit_diff"), ".2e"),
                   _fmt(f.get("mask_dice_vs_torch"), ".5f"), _fmt(f.get("dice_vs_gt"), ".4f"),
                   status)
-    Console(stderr=True).print(t)
+    console = Console(stderr=True)
+    console.print(t)
+    if report.get("accuracy_gate"):
+        console.print(gate_table(report["accuracy_gate"], formats.get("onnx_int8")))
+
+
+def gate_table(gate: dict, int8: dict | None):
+    """Dice of every runtime x precision against fp32 on the gate images, and the verdicts."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    ref = gate.get("reference", {}).get("dice")
+    t = Table(title=f"accuracy gate: {escape(gate['origin'])}, {gate['metric']}; fp32 (torch) "
+                    f"{_fmt(ref, '.4f')}, tolerance {gate['tolerance']}")
+    for col in ("runtime / precision", "Dice", "Δ vs fp32", "masks vs torch", "verdict"):
+        t.add_column(col, justify="left" if col in ("runtime / precision", "verdict")
+                     else "right")
+    for key, c in gate.get("candidates", {}).items():
+        verdict = ("[green]pass[/]" if c.get("passed") else "[red]FAIL[/]") if "dice" in c \
+            else f"[yellow]{escape(c.get('reason', c.get('status', '?')))}[/]"
+        t.add_row(key, _fmt(c.get("dice"), ".4f"), _fmt(c.get("delta"), "+.4f"),
+                  _fmt(c.get("mask_dice_vs_torch"), ".4f"), verdict)
+    if int8:
+        t.caption = (f"INT8 {int8.get('status')}: {escape(str(int8.get('recipe')))} after "
+                     f"{len(int8.get('attempts', []))} recipe(s); calibration: "
+                     f"{escape(int8['calibration']['origin'])}")
+    return t
 
 
 def export_cmd(
@@ -72,23 +98,41 @@ def export_cmd(
         help="TensorRT profile max batch (default: max(batch, 8)).")] = None,
     workspace: Annotated[float, typer.Option(help="TensorRT workspace limit, GiB.")] = 4.0,
     parity_images: Annotated[int, typer.Option(help="Images used for the parity check.")] = 16,
+    int8: Annotated[bool, typer.Option(
+        "--int8/--no-int8", help="Write model.int8.onnx (static QDQ, accuracy-gated).")] = True,
+    calib: Annotated[Path | None, typer.Option(
+        help="INT8 calibration images: a folder or dataset (default: the run's training "
+             "images).")] = None,
+    calib_images: Annotated[int, typer.Option(help="INT8 calibration images (first recipe; "
+                                                   "later recipes use 4x).")] = 16,
+    int8_tolerance: Annotated[float, typer.Option(
+        help="Accuracy gate: max Dice drop vs fp32 on the validation images.")] = 0.005,
+    gate_images: Annotated[int, typer.Option(
+        help="Validation images the accuracy gate uses (spread over held-out groups).")] = 96,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/export).")] = None,
     triton: Annotated[Path | None, typer.Option(
         "--triton", help="Also write a Triton model repository here (onnxruntime, openvino "
                          "and, when built, tensorrt models); with --no-onnx and no --trt, "
                          "only write it from the existing export.")] = None,
 ) -> None:
-    """Export RUN to ONNX fp32 + fp16 (and TensorRT), checking parity against PyTorch.
+    """Export RUN to ONNX fp32 + fp16 + INT8 (and TensorRT), checking parity against PyTorch
+    and every runtime x precision against the accuracy gate.
 
-    Writes RUN/export/{model.onnx, model.fp16.onnx, model.engine(+.json), report.json};
-    --triton REPO adds a Triton model repository (REPO/<run>-<backend>/config.pbtxt + 1/).
-    Exits 3 when a format misses its parity bar (fp32: max |Δ logit| <= 1e-3 and mask Dice
-    >= 0.999; fp16: mask Dice >= 0.995), 2 when --trt cannot run here; files are kept.
+    Writes RUN/export/{model.onnx, model.fp16.onnx, model.int8.onnx, model.engine(+.json),
+    report.json}; --triton REPO adds a Triton model repository (REPO/<run>-<backend>/). INT8:
+    ONNX Runtime static QDQ, per-channel, calibrated on the run's training images, checked in
+    ONNX Runtime and OpenVINO: its Dice vs ground truth on the validation images must stay
+    within --int8-tolerance of fp32, else fixed fallback recipes are tried (float first/last
+    conv, more images, Percentile, Entropy). Exits 3 when a format misses its parity bar (fp32:
+    max |Δ logit| <= 1e-3 and mask Dice >= 0.999; fp16: mask Dice >= 0.995) or INT8 misses the
+    gate after every recipe (kept as model.int8.rejected.onnx; --no-int8 skips INT8); exits 2
+    when --trt cannot run here. Files are kept.
     """
     from rich.console import Console
     from rich.markup import escape
 
     from lkmseg.export import ExportOptions, export_run
+    from lkmseg.export.precision_gates import GateOptions
 
     console = Console(stderr=True)
     if triton is not None and not onnx and not trt:
@@ -97,7 +141,9 @@ def export_cmd(
     opts = ExportOptions(onnx=onnx, fp16=fp16, trt=trt, dynamic=dynamic, size=parse_size(size),
                          batch=batch, opset=opset, trt_precision=trt_precision.lower(),
                          max_batch=max_batch, workspace_gib=workspace,
-                         parity_images=parity_images, out_dir=out)
+                         parity_images=parity_images, out_dir=out,
+                         gates=GateOptions(int8=int8, calib_dir=calib, calib_images=calib_images,
+                                           tolerance=int8_tolerance, gate_images=gate_images))
     result = export_run(run, opts, strict=False,
                         log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
     print_report(result.report)

@@ -32,12 +32,13 @@ def info_cmd(
     t.add_column("what", style="bold")
     t.add_column("value")
     for key in ("lkmseg", "python", "platform", "torch", "cuda", "cudnn", "onnx", "onnxslim",
-                "onnxruntime", "tensorrt", "cv2", "numpy"):
+                "onnxruntime", "openvino", "tensorrt", "cv2", "numpy"):
         t.add_row(key, str(env.get(key) or "not installed" if key not in ("cuda", "cudnn")
                            else env.get(key) or "—"))
     t.add_row("onnxruntime providers", ", ".join(env.get("onnxruntime_providers", [])) or "—")
     t.add_row("cpu", f"{env['cpu']['name']}, {env['cpu']['physical_cores']} physical cores, "
-                     f"torch kernels: {env.get('torch_cpu_capability', '?')}")
+                     f"torch kernels: {env.get('torch_cpu_capability', '?')}, "
+                     f"flags: {env['cpu'].get('flags', '?')}")
     gpus = env.get("gpus") or []
     t.add_row("gpus", "; ".join(f"{g['index']}: {g['name']} (sm {g['capability']}, "
                                 f"{g['memory_gib']} GiB)" for g in gpus) or "none visible")

@@ -45,9 +45,10 @@ def predict_cmd(
     source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a video "
                                                 "(.mp4 .avi .mov .mkv).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    engine: Annotated[str, typer.Option(help="auto | torch | onnxruntime | tensorrt.")] = "auto",
-    precision: Annotated[str | None, typer.Option(help="fp32 | fp16 | bf16 (torch only) "
-                                                       "(default: the engine's).")] = None,
+    engine: Annotated[str, typer.Option(
+        help="auto (fastest measured here) | torch | onnxruntime | openvino | tensorrt.")] = "auto",
+    precision: Annotated[str | None, typer.Option(
+        help="fp32 | fp16 | bf16 | int8 (engine-dependent; default: the engine's).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per engine call.")] = 4,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write overlays.")] = False,
@@ -79,6 +80,8 @@ def predict_cmd(
         stop()
     for note in s.skipped_engines:
         console.print(f"[dim]auto skipped {escape(note)}[/]")
+    if s.auto_choice:
+        console.print(escape(s.auto_choice))
     typer.echo(f"engine: {s.engine}", err=True)
     t = Table(title=escape(f"predict {s.kind} {s.source}"))
     for col in ("frames", "wall s", "end-to-end frames/s", "engine frames/s"):

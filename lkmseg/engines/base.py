@@ -16,7 +16,7 @@ import numpy as np
 
 from lkmseg.config import RunConfig
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16")  # torch autocast; ONNX/OpenVINO add "int8"
 
 
 def check_input(x: Any) -> tuple[int, ...]:
@@ -62,7 +62,8 @@ class Engine(ABC):
     device: str = "cpu"
     config: RunConfig
     detail: str = ""  # e.g. the ONNX Runtime provider, the GPU name
-    skipped: tuple[str, ...] | list[str] = ()  # set by auto: faster engines that could not run
+    skipped: tuple[str, ...] | list[str] = ()  # set by auto: candidates it left out, and why
+    auto_choice: str = ""  # set by auto: what it chose and the timings it chose on
     fixed_hw: tuple[int, int] | None = None  # a static export's input (H, W), else None
 
     def __init__(self) -> None:

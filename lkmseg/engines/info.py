@@ -11,6 +11,8 @@ from lkmseg import __version__
 MATRIX = [("torch", "fp32", "cpu"), ("torch", "bf16", "cpu"), ("torch", "fp32", "cuda"),
           ("torch", "fp16", "cuda"), ("torch", "bf16", "cuda"),
           ("onnxruntime", "fp32", "cpu"), ("onnxruntime", "fp16", "cpu"),
+          ("onnxruntime", "int8", "cpu"),
+          ("openvino", "fp32", "cpu"), ("openvino", "bf16", "cpu"), ("openvino", "int8", "cpu"),
           ("onnxruntime", "fp32", "cuda"), ("onnxruntime", "fp16", "cuda"),
           ("onnxruntime", "fp16", "tensorrt"),
           ("tensorrt", "fp32", "cuda"), ("tensorrt", "fp16", "cuda")]
@@ -27,7 +29,8 @@ def environment() -> dict[str, Any]:
     """Versions and devices (None = not installed)."""
     env: dict[str, Any] = {"lkmseg": __version__, "python": platform.python_version(),
                            "platform": platform.platform()}
-    for mod in ("torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "cv2", "numpy"):
+    for mod in ("torch", "onnx", "onnxruntime", "onnxslim", "openvino", "tensorrt", "cv2",
+                "numpy"):
         env[mod] = _version(mod)
     env["cuda"] = env["cudnn"] = None
     env["gpus"] = []
@@ -51,10 +54,11 @@ def environment() -> dict[str, Any]:
         env["onnxruntime_device"] = ort.get_device()
     except ImportError:
         env["onnxruntime_providers"] = []
+    from lkmseg.engines.cpu_flags import cpu_model, describe_isa
     from lkmseg.engines.onnxruntime_engine import physical_cores
 
-    env["cpu"] = {"name": platform.processor() or platform.machine(),
-                  "physical_cores": physical_cores()}
+    env["cpu"] = {"name": cpu_model(), "physical_cores": physical_cores(),
+                  "flags": describe_isa()}
     return env
 
 

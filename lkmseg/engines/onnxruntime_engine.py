@@ -249,12 +249,19 @@ class OnnxRuntimeEngine(Engine):
             fix = ("export it with `lkmseg export RUN`" if src.run_dir else
                    f"pass the {precision} .onnx file instead")
             raise UserError(f"{src.path}: no {precision} ONNX model (have: {have}); {fix}")
+        if precision == "int8" and device == "auto":
+            device = "cpu"  # the QDQ model is made for (and gated on) the CPU provider
         return cls(path, device=device, **kw)
 
     @classmethod
     def available(cls, precision: str = "fp32", device: str = "auto") -> tuple[bool, str]:
-        if precision not in ("fp32", "fp16"):
-            return False, f"no {precision} ONNX export; use fp32 or fp16"
+        if precision not in ("fp32", "fp16", "int8"):
+            return False, f"no {precision} ONNX export; use fp32, fp16 or int8"
+        if precision == "int8":
+            if device in ("cuda", "gpu", "tensorrt"):
+                return False, "the int8 (QDQ) model runs on the CPU provider; use --device cpu"
+            ok, why = provider_works(CPU)
+            return ok, why + " int8 (QDQ)" if ok else why
         if device in ("cuda", "gpu"):
             return provider_works(CUDA)
         if device == "tensorrt":

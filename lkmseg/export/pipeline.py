@@ -1,9 +1,13 @@
-"""``lkmseg export``: run folder -> ONNX fp32/fp16 (+ TensorRT engine) -> parity report.
+"""``lkmseg export``: run folder -> ONNX fp32/fp16/int8 (+ TensorRT engine) -> parity and
+accuracy-gate report.
 
-Writes into ``RUN/export/``: model.onnx, model.fp16.onnx, model.engine + model.engine.json,
-report.json. Parity against PyTorch is part of the export: a format that misses its bar is
-kept on disk (for inspection) but the export fails with GateFailed (exit 3) naming it; a
-format that cannot be made here (--trt without TensorRT or a GPU) is a UserError (exit 2).
+Writes into ``RUN/export/``: model.onnx, model.fp16.onnx, model.int8.onnx (static QDQ INT8,
+see ``export.quantize``), model.engine + model.engine.json, report.json. Parity against PyTorch
+is part of the export: a format that misses its bar is kept on disk (for inspection) but the
+export fails with GateFailed (exit 3) naming it; a format that cannot be made here (--trt
+without TensorRT or a GPU) is a UserError (exit 2). Reduced precisions (OpenVINO bf16, INT8 in
+ONNX Runtime and OpenVINO) are checked by the accuracy gate (``export.precision_gates``); an
+INT8 model that misses it is kept as model.int8.rejected.onnx and the export exits 3 too.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from lkmseg.engines.tensorrt_runtime import ProfileShapes, current_gpu, tensorrt
 from lkmseg.errors import GateFailed, UserError
 from lkmseg.export import parity
 from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
+from lkmseg.export.precision_gates import REJECTED, GateOptions, PrecisionGates
 from lkmseg.export.tensorrt_build import build_engine, profile_shapes
 from lkmseg.files.layout import ORT_TRT_CACHE
 from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx
 from lkmseg.fsutil import write_json
 
 REPORT = "report.json"
-FILES = {"onnx_fp32": "model.onnx", "onnx_fp16": "model.fp16.onnx", "tensorrt": "model.engine"}
+FILES = {"onnx_fp32": "model.onnx", "onnx_fp16": "model.fp16.onnx",
+         "onnx_int8": "model.int8.onnx", "tensorrt": "model.engine"}
 
 
 @dataclass
@@ -44,6 +50,7 @@ class ExportOptions:
     workspace_gib: float = 4.0
     parity_images: int = 16
     out_dir: Path | None = None
+    gates: GateOptions = field(default_factory=GateOptions)  # INT8 + accuracy gates
 
 
 @dataclass
@@ -110,6 +117,16 @@ def _validate(opts: ExportOptions) -> None:
         raise UserError(f"--trt-precision {opts.trt_precision}: choose fp32 or fp16")
     if opts.parity_images < 1:
         raise UserError(f"--parity-images {opts.parity_images}: must be >= 1")
+    g = opts.gates
+    if g.calib_images < 1 or g.gate_images < 1:
+        raise UserError(f"--calib-images {g.calib_images} / --gate-images {g.gate_images}: "
+                        "must be >= 1")
+    if not 0 <= g.tolerance < 1:
+        raise UserError(f"--int8-tolerance {g.tolerance}: a Dice difference in [0, 1), "
+                        "e.g. 0.005")
+    if g.calib_dir is not None and not Path(g.calib_dir).is_dir():
+        raise UserError(f"--calib {g.calib_dir}: not a folder; pass a folder of images or a "
+                        "dataset")
     if not opts.onnx and not opts.trt:
         raise UserError("nothing to do: --no-onnx without --trt; drop --no-onnx")
 
@@ -167,6 +184,7 @@ class _Exporter:
         """A new model.onnx makes an older fp16 file or engine inconsistent: remove those this
         export will not rewrite (an engine is rebuilt only if --trt succeeds)."""
         stale = [] if self.opts.fp16 else [FILES["onnx_fp16"]]
+        stale += [] if self.opts.gates.int8 else [FILES["onnx_int8"], REJECTED]
         stale += [FILES["tensorrt"], FILES["tensorrt"] + ".json"]
         for name in stale:
             p = self.out / name
@@ -227,6 +245,31 @@ class _Exporter:
         if rep["failures"]:
             self.failures.append(f"parity failed for {FILES[key]}: {rep['failures'][0]}")
 
+    def precision_gates(self, ref: parity.Reference) -> None:
+        """Accuracy gate for every float runtime x precision, then INT8 (made and gated);
+        the shipped INT8 file also gets the parity figures, on the parity images, beside the
+        other formats' (informational: INT8 is judged by the accuracy gate)."""
+        from lkmseg.engines.torch_engine import TorchEngine
+
+        gates = PrecisionGates(self.out, self.cfg, self.size, self.opts.gates, self.log)
+        torch_fp32 = TorchEngine(self.model, self.cfg, "fp32", "cpu", channels_last=False)
+        res = gates.run(self.files, torch_fp32,
+                        lambda: TorchEngine(self.model, self.cfg, "bf16", "cpu",
+                                            channels_last=False))
+        self.report["accuracy_gate"] = res.section
+        if res.int8 is not None:
+            self.report["formats"]["onnx_int8"] = res.int8
+        if "onnx_int8" in res.files:
+            from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+            with OnnxRuntimeEngine(res.files["onnx_int8"], device="cpu") as eng:
+                figures = parity.compare(eng, ref, "int8")
+            for key in ("failures", "passed"):
+                figures.pop(key)
+            res.int8.update(figures)
+        self.files.update(res.files)
+        self.failures += res.failures
+
     def tensorrt(self, ref: parity.Reference) -> None:
         ok, why = tensorrt_status()
         if not ok:
@@ -274,6 +317,8 @@ def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, str
         ex.existing_onnx()
     ref = ex.reference()
     ex.check_onnx(ref)
+    if opts.onnx:
+        ex.precision_gates(ref)
     report_path = ex.write_report()
     if opts.trt:
         ex.tensorrt(ref)

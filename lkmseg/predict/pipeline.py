@@ -51,6 +51,7 @@ class PredictSummary:
     threshold: float
     outputs: list[Path] = field(default_factory=list)
     skipped_engines: list[str] = field(default_factory=list)
+    auto_choice: str = ""  # --engine auto: what it chose and the timings it chose on
 
     @property
     def fps(self) -> float:
@@ -212,7 +213,8 @@ def predict(model: str | Path, source: str | Path, out_dir: str | Path,
     return PredictSummary(source=str(source), kind=src.kind, frames=frames, seconds=seconds,
                           engine=engine.describe(), engine_seconds=engine.seconds,
                           threshold=threshold, outputs=outputs,
-                          skipped_engines=list(getattr(engine, "skipped", []) or []))
+                          skipped_engines=list(getattr(engine, "skipped", []) or []),
+                          auto_choice=getattr(engine, "auto_choice", ""))
 
 
 def predict_arrays(engine: Any, images: list[np.ndarray],

@@ -1,0 +1,121 @@
+"""The accuracy gate: Dice against ground truth on held-out images, every runtime x precision
+against PyTorch fp32 on the same images.
+
+Parity (``export.parity``) asks "does the file compute what PyTorch computes?" to 1e-3; reduced
+precisions (bf16, int8) cannot, so they get this gate instead: mean per-image Dice vs ground
+truth, at the images' full resolution, on the run's validation images (held-out cars), must
+stay within ``tolerance`` (default 0.005) of fp32's. Figures go to report.json's
+``accuracy_gate`` section, which ``auto`` and ``bench`` read through ``lkmseg.files``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lkmseg.config import RunConfig
+from lkmseg.data.imageio import read_image, read_mask
+from lkmseg.data.transforms import postprocess, preprocess
+from lkmseg.errors import UserError
+from lkmseg.export import parity
+
+DEFAULT_TOLERANCE = 0.005
+
+
+@dataclass
+class GateSet:
+    """Model inputs and (bit-packed, full-resolution) ground truth of the gate images."""
+
+    x: np.ndarray  # (N, 3, h, w) float32
+    sizes: list[tuple[int, int]]
+    gt: list[np.ndarray | None]  # np.packbits of each {0,1} mask
+    origin: str
+    threshold: float
+    ref_masks: list[np.ndarray] = field(default_factory=list)  # packed torch fp32 masks
+    ref_dice: float | None = None
+
+    @property
+    def has_gt(self) -> bool:
+        return all(g is not None for g in self.gt)
+
+    def unpack(self, packed: np.ndarray, i: int) -> np.ndarray:
+        h, w = self.sizes[i]
+        return np.unpackbits(packed, count=h * w).reshape(h, w)
+
+
+def _pack(mask: np.ndarray) -> np.ndarray:
+    return np.packbits(mask.astype(bool).ravel())
+
+
+def _val_pairs(cfg: RunConfig, limit: int) -> list[tuple[Path, Path]]:
+    pairs = [(Path(a), Path(b)) for a, b in (cfg.data.get("val_items") or []) if a and b]
+    if not pairs or not all(p.is_file() and m.is_file() for p, m in pairs):
+        return []
+    step = max(1, len(pairs) // limit)  # spread over every held-out car and view
+    return pairs[::step][:limit]
+
+
+def gate_set(cfg: RunConfig, size: tuple[int, int], limit: int = 96) -> GateSet:
+    """Up to ``limit`` validation pairs (read one at a time: full-resolution Carvana images
+    would take GBs); else the parity set (samples/ or synthetic shapes)."""
+    pairs = _val_pairs(cfg, limit)
+    xs, sizes, gt = [], [], []
+    try:
+        for img_path, mask_path in pairs:
+            img = read_image(img_path)
+            xs.append(preprocess([img], size).numpy())
+            sizes.append(img.shape[:2])
+            gt.append(_pack(read_mask(mask_path)))
+    except UserError:
+        pairs = []  # an unreadable validation file: fall back like parity does
+    if pairs:
+        return GateSet(np.concatenate(xs), sizes, gt, f"val_items ({len(pairs)} images, "
+                       "held-out groups)", cfg.threshold)
+    ps = parity.parity_set(cfg, limit)
+    return GateSet(preprocess(ps.images, size).numpy(), ps.sizes,
+                   [None if m is None else _pack(m) for m in ps.masks],
+                   f"{ps.origin} ({len(ps.images)} images)", cfg.threshold)
+
+
+def masks_of(engine, gs: GateSet) -> list[np.ndarray]:
+    """Packed full-resolution masks of ``engine`` on the gate images (batch 1)."""
+    out = []
+    for i in range(len(gs.x)):
+        logits = engine(gs.x[i : i + 1])
+        out.append(_pack(postprocess(logits, [gs.sizes[i]], gs.threshold)[0]))
+    return out
+
+
+def _mean_dice(gs: GateSet, a: list[np.ndarray], b: list[np.ndarray | None]) -> float:
+    return float(np.mean([parity.dice(gs.unpack(x, i), gs.unpack(y, i))
+                          for i, (x, y) in enumerate(zip(a, b))]))
+
+
+def set_reference(gs: GateSet, torch_engine) -> None:
+    """PyTorch fp32 masks and Dice: what every other row is measured against."""
+    gs.ref_masks = masks_of(torch_engine, gs)
+    gs.ref_dice = _mean_dice(gs, gs.ref_masks, gs.gt) if gs.has_gt else 1.0
+
+
+def evaluate(engine, gs: GateSet, tolerance: float) -> dict:
+    """Dice (vs ground truth, else vs PyTorch fp32 masks), its change against fp32, mask
+    agreement with PyTorch fp32, and the verdict."""
+    masks = masks_of(engine, gs)
+    agree = _mean_dice(gs, masks, gs.ref_masks)
+    dice = _mean_dice(gs, masks, gs.gt) if gs.has_gt else agree
+    delta = dice - float(gs.ref_dice)
+    return {"engine": engine.describe(), "dice": round(dice, 5), "delta": round(delta, 5),
+            "mask_dice_vs_torch": round(agree, 5), "passed": bool(delta >= -tolerance)}
+
+
+def section(gs: GateSet, tolerance: float) -> dict:
+    """The report's ``accuracy_gate`` head (candidates are added as they are checked)."""
+    return {"tolerance": tolerance, "images": len(gs.x), "origin": gs.origin,
+            "metric": ("mean per-image Dice vs ground truth at full resolution" if gs.has_gt
+                       else "mean per-image mask Dice vs PyTorch fp32 (no ground truth)"),
+            "rule": f"passed when Dice >= fp32 Dice - {tolerance}",
+            "reference": {"engine": "torch", "precision": "fp32",
+                          "dice": None if gs.ref_dice is None else round(gs.ref_dice, 5)},
+            "candidates": {}}
