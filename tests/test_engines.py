@@ -82,7 +82,7 @@ def test_auto_falls_back_to_torch_and_says_why(tiny_run):
 
 def test_resolve_model_forms(run):
     src = resolve_model(run)
-    assert src.kind == "run" and set(src.onnx) == {"fp32", "fp16", "int8"} and src.weights
+    assert src.kind == "run" and set(src.onnx) == {"fp32", "fp16"} and src.weights  # --no-int8
     assert src.engine is None
     exp = resolve_model(run / "export")
     assert exp.run_dir == run

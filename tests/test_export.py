@@ -150,7 +150,8 @@ def shared_export(tmp_path_factory) -> tuple[Path, object]:
     if "run" not in _SHARED:
         run = make_run(tmp_path_factory.mktemp("shared") / "run", block="1x5", width=4,
                        depth=3, size=(64, 96))
-        _SHARED["res"] = runner.invoke(app, ["export", str(run), "--parity-images", "4"])
+        _SHARED["res"] = runner.invoke(app, ["export", str(run), "--parity-images", "4",
+                                                  "--no-int8"])
         _SHARED["run"] = run
     return _SHARED["run"], _SHARED["res"]
 
@@ -192,7 +193,8 @@ def test_cli_trt_missing_exit_2_keeps_onnx(tiny_run, monkeypatch):
     run = tiny_run(block="3x3", width=2, depth=2, size=(32, 48))
     (run / "export").mkdir()
     (run / "export" / "model.engine").write_bytes(b"an engine from an earlier export")
-    res = runner.invoke(app, ["export", str(run), "--trt", "--parity-images", "2"])
+    res = runner.invoke(app, ["export", str(run), "--trt", "--parity-images", "2",
+                                "--no-int8"])
     assert res.exit_code == 2, res.output
     err = res.output.strip().splitlines()[-1]
     assert err.startswith("error: --trt needs TensorRT and a CUDA GPU")
@@ -217,7 +219,8 @@ def test_cli_parity_failure_outranks_trt_missing(tiny_run, monkeypatch):
                                                                 "mask_dice": 1.01}}
     monkeypatch.setattr(parity, "THRESHOLDS", strict)  # fp16 cannot pass: Dice <= 1
     run = tiny_run(block="3x3", width=2, depth=2, size=(32, 48))
-    res = runner.invoke(app, ["export", str(run), "--trt", "--parity-images", "2"])
+    res = runner.invoke(app, ["export", str(run), "--trt", "--parity-images", "2",
+                                "--no-int8"])
     assert res.exit_code == 3, res.output
     err = res.output.strip().splitlines()[-1]
     assert err.startswith("error: parity failed for model.fp16.onnx: mask Dice vs torch")

@@ -65,7 +65,7 @@ def _predicts_nothing(run) -> None:
 def test_damaged_weight_fails_the_gate_exit_3(tiny_run, monkeypatch, which, key):
     run = tiny_run(block="1x5", width=4, depth=3, size=(64, 96))
     damaged = _damaging_save(which, monkeypatch)
-    res = runner.invoke(app, ["export", str(run), "--parity-images", "4"])
+    res = runner.invoke(app, ["export", str(run), "--parity-images", "4", "--no-int8"])
     assert damaged, "the damaging save was not used"
     assert res.exit_code == 3, res.output
     assert res.output.strip().splitlines()[-1].startswith(f"error: parity failed for {which}")
@@ -81,7 +81,7 @@ def test_model_that_predicts_nothing_cannot_pass_vacuously(tiny_run, monkeypatch
     damaged fp16 export (which has no absolute logit bar) still fails; a correct one passes."""
     run = tiny_run(block="1x5", width=4, depth=3, size=(64, 96))
     _predicts_nothing(run)
-    res = runner.invoke(app, ["export", str(run), "--parity-images", "4"])
+    res = runner.invoke(app, ["export", str(run), "--parity-images", "4", "--no-int8"])
     assert res.exit_code == 0, res.output
     rep = json.loads((run / "export" / "report.json").read_text())
     for key in ("onnx_fp32", "onnx_fp16"):
@@ -90,7 +90,7 @@ def test_model_that_predicts_nothing_cannot_pass_vacuously(tiny_run, monkeypatch
         assert f["passed"] and f["rel_logit_diff"] < parity.REL_LOGIT
     assert rep["formats"]["onnx_fp32"]["mask_dice_vs_torch"] > 0.999
     damaged = _damaging_save("model.fp16.onnx", monkeypatch)
-    res = runner.invoke(app, ["export", str(run), "--parity-images", "4"])
+    res = runner.invoke(app, ["export", str(run), "--parity-images", "4", "--no-int8"])
     assert damaged and res.exit_code == 3, res.output
     f16 = json.loads((run / "export" / "report.json").read_text())["formats"]["onnx_fp16"]
     assert f16["passed"] is False and f16["rel_logit_diff"] > parity.REL_LOGIT
