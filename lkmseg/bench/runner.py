@@ -58,13 +58,19 @@ def _device(opts: BenchOptions) -> str:
     return opts.device
 
 
-def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str | None]]:
+def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str | None, str | None]]:
+    """(engine, precision, why it is skipped here or None) for every row to make."""
+    from lkmseg import hw
+
     out = []
     for eng in opts.engines:
         for prec in ENGINE_PRECISIONS[eng]:
-            if device == "cpu" and eng == "torch" and prec != "fp32":
-                continue  # fp16 autocast is unsupported on CPU; bf16 measured 10-20x slower
-            out.append((eng, prec))
+            skip = None
+            if eng == "torch" and prec == "bf16" and not hw.native_bf16(device):
+                skip = f"torch bf16 not measured: {hw.why_not_bf16(device)}"
+            elif eng == "torch" and prec == "fp16" and device == "cpu":
+                skip = "torch fp16 autocast needs a CUDA GPU (CPU fp16 convolutions are emulated)"
+            out.append((eng, prec, skip))
     return out
 
 
@@ -206,9 +212,12 @@ def _load_model_engines(m: Model, opts: BenchOptions, device: str, inputs: Bench
     files = _files(m.run_dir)
     ref = None
     rows = []
-    for eng_name, prec in _combos(opts, device):
+    for eng_name, prec, skip in _combos(opts, device):
         base = {**_base_row(m, files, eng_name, prec, device), **static}
         base["file_mb"] = _engine_file_mb(files, eng_name, prec)
+        if skip:
+            rows.append({**base, "status": f"skipped: {skip}", "batch": None})
+            continue
         try:
             eng, fig = _measure_engine(m, eng_name, prec, opts, device, inputs, ref, size)
         except UserError as e:
