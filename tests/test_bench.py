@@ -52,8 +52,14 @@ def test_bench_every_column_or_skip_reason(two_runs, tmp_path):
     assert all(list(row) == COLUMNS for row in rows)
     ok = [x for x in rows if x["status"] == "ok"]
     skipped = [x for x in rows if x["status"] != "ok"]
-    # 2 models x (torch fp32, ort fp32, ort fp16) x 2 batch sizes
-    assert len(ok) == 12, [(x["model"], x["engine"], x["status"]) for x in rows]
+    # 2 models x (torch fp32, ort fp32, ort fp16, + torch bf16 where native) x 2 batch sizes
+    from lkmseg import hw
+
+    expected = 16 if hw.native_bf16("cpu") else 12
+    assert len(ok) == expected, [(x["model"], x["engine"], x["status"]) for x in rows]
+    torch_skips = {x["precision"]: x["status"] for x in skipped if x["engine"] == "torch"}
+    assert "CUDA" in torch_skips["fp16"]
+    assert ("bf16" in torch_skips) != hw.native_bf16("cpu")
     for x in ok:
         for k in FILLED:
             assert x[k] is not None and x[k] == x[k], (k, x)
@@ -126,7 +132,9 @@ def test_compare_tiny_budget(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     report = (out / "report.md").read_text()
     for needle in ["## Training", "## Headline ratios", "## Benchmark", "1x5 vs 5x5",
-                   "curves.png", "Export parity", "same wall-clock budget"]:
+                   "curves.png", "Export parity", "same wall-clock budget",
+                   "## Training speed per precision", "The Dice curves were trained in",
+                   "1x5/5x5 training speed-up: fp32"]:
         assert needle in report, needle
     for b in ["5x5", "1x5"]:
         s = json.loads((out / "runs" / b / "summary.json").read_text())

@@ -18,7 +18,7 @@ from lkmseg.engines.base import PRECISIONS, Engine
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
 
-INFER_BUDGET_S = 8.0  # measuring the candidates for one input shape takes about this long
+INFER_BUDGET_S = 3.0  # measuring the candidates for one input shape takes about this long
 
 
 def resolve_torch_device(device: str) -> str:

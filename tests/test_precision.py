@@ -1,0 +1,140 @@
+"""Where the measured precision/layout shows up: `train`'s start line, config.json and
+summary.json; the torch engine's layout choice and its cache; torch bench rows per precision;
+the compare report's training speed per precision."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_pairs
+from typer.testing import CliRunner
+
+from lkmseg import hw, tune
+from lkmseg.bench.precision import pair_ratios, report_lines
+from lkmseg.bench.runner import BenchOptions, _combos
+from lkmseg.bench.throughput import Throughput
+from lkmseg.cli.app import app
+from lkmseg.config import RunConfig
+from lkmseg.engines.torch_engine import TorchEngine
+from lkmseg.models import ModelConfig, build_model
+from lkmseg.train import runtime
+
+AMX = frozenset({"avx512f", "avx512_bf16", "amx_bf16"})
+AVX2 = frozenset({"avx2"})
+
+
+@pytest.fixture
+def flags(monkeypatch):
+    def set_flags(f):
+        monkeypatch.setattr(hw, "cpu_flags", lambda: f)
+    return set_flags
+
+
+def test_train_prints_and_records_the_choice(tmp_path, monkeypatch, flags):
+    monkeypatch.setenv("LKMSEG_CACHE", str(tmp_path / "cache"))
+    flags(AMX)
+    figs = {"fp32 channels_last": 3.0, "fp32 NCHW": 2.0, "bf16 channels_last": 1.0,
+            "bf16 NCHW": 4.0}
+    monkeypatch.setattr(runtime, "measure_candidates",
+                        lambda m, d, shape, cands, budget_s=0: (figs, shape[0]))
+    data = write_pairs(tmp_path / "data", "carvana", groups=3, views=3, size=(48, 64))
+    args = ["train", "--block", "1x5", "--width", "4", "--depth", "3", "--size", "32x48",
+            "--batch-size", "4", "--steps", "2", "--val-frac", "0.34", "--data", str(data),
+            "--out", str(tmp_path / "runs")]
+    r = CliRunner().invoke(app, [*args, "--name", "a"])
+    assert r.exit_code == 0, r.output
+    assert "measuring precision x layout (once per machine/config)" in r.output
+    assert "precision/layout: bf16 NCHW" in r.output and "bf16 NCHW 4.0" in r.output
+    run = tmp_path / "runs" / "a"
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["runtime"]["precision"] == "bf16" and cfg["runtime"]["channels_last"] is False
+    assert cfg["train"]["amp"] == "auto"  # the setting stays; the choice is recorded beside it
+    s = json.loads((run / "summary.json").read_text())
+    assert s["precision"] == "bf16" and s["channels_last"] is False and "auto" in s["precision_why"]
+    r = CliRunner().invoke(app, [*args, "--name", "b"])  # same machine/config: cached
+    assert r.exit_code == 0 and "measuring precision" not in r.output and "cached" in r.output
+    r = CliRunner().invoke(app, [*args, "--name", "c", "--amp", "off", "--channels-last", "on"])
+    assert r.exit_code == 0 and "precision/layout: fp32 channels_last" in r.output
+    assert json.loads((tmp_path / "runs" / "c" / "summary.json").read_text())["precision"] == "fp32"
+
+
+def _engine(**kw):
+    cfg = RunConfig(model=ModelConfig(block="5x5", width=2, depth=2), size=(32, 32))
+    torch.manual_seed(0)
+    return TorchEngine(build_model(cfg.model), cfg, device="cpu", **kw)
+
+
+def test_torch_engine_measures_layout_once_per_shape_and_caches(tmp_path, monkeypatch, flags):
+    monkeypatch.setenv("LKMSEG_CACHE", str(tmp_path / "cache"))
+    flags(AVX2)
+    seen = []
+    real = tune.time_candidates
+
+    def spy(fns, budget_s, rounds=3, clock=None):
+        seen.append(sorted(fns))
+        return real(fns, budget_s, rounds=1)
+    monkeypatch.setattr(tune, "time_candidates", spy)
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    eng = _engine(precision="auto")  # no native bf16 here: fp32 layouts only
+    y = eng(x)
+    assert seen == [["fp32 NCHW", "fp32 channels_last"]] and y.shape == (2, 1, 32, 32)
+    eng(x)
+    eng(x[:1])  # a new shape is measured once too
+    assert len(seen) == 2 and set(eng.choices) == {(2, 3, 32, 32), (1, 3, 32, 32)}
+    assert eng.precision == "fp32" and "(measured)" in eng.describe()
+    again = _engine(precision="auto")
+    np.testing.assert_allclose(again(x), y, atol=1e-5)
+    assert len(seen) == 2  # from the cache
+    forced = _engine(channels_last=False)
+    forced(x)
+    assert len(seen) == 2 and not forced.channels_last and "NCHW" in forced.describe()
+    flags(AMX)
+    _engine(precision="auto")(x)
+    assert "bf16 channels_last" in seen[-1] and len(seen[-1]) == 4
+
+
+def test_torch_bf16_rows_only_where_native(flags):
+    opts = BenchOptions(engines=["torch", "onnxruntime"])
+    flags(AVX2)
+    rows = {(e, p): why for e, p, why in _combos(opts, "cpu")}
+    assert rows[("torch", "fp32")] is None and rows[("onnxruntime", "fp16")] is None
+    assert "avx512_bf16" in rows[("torch", "bf16")] and "CUDA" in rows[("torch", "fp16")]
+    flags(AMX)
+    rows = {(e, p): why for e, p, why in _combos(opts, "cpu")}
+    assert rows[("torch", "bf16")] is None and rows[("torch", "fp16")] is not None
+
+
+def _t(ips, cl=False, prec="fp32"):
+    return Throughput("x", ips, ips, [], prec, cl)
+
+
+def test_speed_per_precision_report():
+    blocks = {"3x3": "3x3", "5x5": "5x5", "1x5": "1x5", "gcn5": "gcn5"}
+    assert pair_ratios({"5x5": 10.0, "1x5": 14.0, "3x3": 9.0, "gcn5": 12.0}, blocks) == \
+        pytest.approx({"1x5/5x5": 1.4, "gcn5/5x5": 1.2})
+    best = {"fp32": {"5x5": _t(10.0, True), "1x5": _t(14.0, True)},
+            "bf16": {"5x5": _t(20.0, prec="bf16"), "1x5": _t(22.0, True, "bf16")}}
+    text = "\n".join(report_lines(best, blocks))
+    assert "| model | fp32 img/s | bf16 img/s |" in text
+    assert "| 5x5 | 10.0 (channels_last) | 20.0 (NCHW) |" in text
+    assert "1x5/5x5 training speed-up: fp32 1.40×, bf16 1.10×" in text
+
+
+def test_native_precisions_follow_the_probes(flags, monkeypatch):
+    flags(AMX)
+    assert hw.native_precisions("cpu") == ["fp32", "bf16"] and hw.native_bf16("cpu")
+    flags(AVX2)
+    assert hw.native_precisions("cpu") == ["fp32"] and not hw.native_bf16("cpu")
+    monkeypatch.setattr(hw, "cuda_capability", lambda d=None: (7, 5))
+    assert hw.native_precisions(torch.device("cuda")) == ["fp32", "fp16"]
+    monkeypatch.setattr(hw, "cuda_capability", lambda d=None: (9, 0))
+    assert hw.native_precisions(torch.device("cuda")) == ["fp32", "bf16"]
+
+
+def test_machine_probes_read_this_machine():
+    info = hw.machine_info("cpu")
+    assert info["cpu"] and isinstance(info["cpu_flags"], list)
+    assert set(info["cpu_flags"]) <= set(hw.RELEVANT_FLAGS)
+    assert info["native_precisions"][0] == "fp32"
+    assert info["torch"] in hw.machine_key("cpu")
