@@ -138,3 +138,43 @@ def test_machine_probes_read_this_machine():
     assert set(info["cpu_flags"]) <= set(hw.RELEVANT_FLAGS)
     assert info["native_precisions"][0] == "fp32"
     assert info["torch"] in hw.machine_key("cpu")
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank: every rank would measure a different winner; rank 0's must be used by all."""
+    import os
+
+    import torch.distributed as dist
+
+    from lkmseg.config import TrainConfig
+    from lkmseg.train.loop import _build_runtime
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      LKMSEG_CACHE=f"{out}/cache{rank}")
+    hw.cpu_flags = lambda: AMX
+    fast = "bf16 NCHW" if rank == 0 else "fp32 channels_last"
+    runtime.measure_candidates = lambda m, d, shape, cands, budget_s=0: (
+        {runtime.label(p, cl): 9.0 if runtime.label(p, cl) == fast else 1.0 for p, cl in cands},
+        shape[0])
+    cfg = RunConfig(model=ModelConfig(block="1x5", width=2, depth=2), size=(32, 32),
+                    train=TrainConfig(batch_size=2))
+    rt = _build_runtime(cfg, "cpu", build_model(cfg.model))
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump({"label": rt.choice.label, "cl": rt.channels_last,
+                   "bf16": rt.amp_dtype is torch.bfloat16}, f)
+    dist.destroy_process_group()
+
+
+def test_ddp_ranks_use_rank0s_choice(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert got[0] == got[1] == {"label": "bf16 NCHW", "cl": False, "bf16": True}
+    assert not (tmp_path / "cache1").exists()  # rank 1 neither measured nor wrote a cache
