@@ -8,6 +8,7 @@ which candidates are worth measuring and name the machine beside every figure an
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 
@@ -116,6 +117,17 @@ def device_name(device: torch.device | str = "cpu") -> str:
         cc = cuda_capability(dev)
         return f"{torch.cuda.get_device_name(dev)} (cc {cc[0]}.{cc[1]})" if cc else "cuda"
     return cpu_model()
+
+
+def busy(factor: float = 1.5) -> tuple[bool, str]:
+    """(True, why) when the 1-minute load average exceeds ``factor`` x the CPU count: other
+    work is competing for the cores, so a speed measurement taken now may mislead."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False, ""
+    cpus = os.cpu_count() or 1
+    return load > factor * cpus, f"load average {load:.1f} on {cpus} CPUs"
 
 
 def machine_key(device: torch.device | str = "cpu") -> str:

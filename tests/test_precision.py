@@ -38,6 +38,7 @@ def test_train_prints_and_records_the_choice(tmp_path, monkeypatch, flags):
             "bf16 NCHW": 4.0}
     monkeypatch.setattr(runtime, "measure_candidates",
                         lambda m, d, shape, cands, budget_s=0: (figs, shape[0]))
+    monkeypatch.setattr(hw, "busy", lambda: (False, ""))
     data = write_pairs(tmp_path / "data", "carvana", groups=3, views=3, size=(48, 64))
     args = ["train", "--block", "1x5", "--width", "4", "--depth", "3", "--size", "32x48",
             "--batch-size", "4", "--steps", "2", "--val-frac", "0.34", "--data", str(data),
@@ -75,6 +76,7 @@ def test_torch_engine_measures_layout_once_per_shape_and_caches(tmp_path, monkey
         seen.append(sorted(fns))
         return real(fns, budget_s, rounds=1)
     monkeypatch.setattr(tune, "time_candidates", spy)
+    monkeypatch.setattr(hw, "busy", lambda: (False, ""))
     x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
     eng = _engine(precision="auto")  # no native bf16 here: fp32 layouts only
     y = eng(x)
@@ -153,6 +155,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       LKMSEG_CACHE=f"{out}/cache{rank}")
     hw.cpu_flags = lambda: AMX
+    hw.busy = lambda: (False, "")
     fast = "bf16 NCHW" if rank == 0 else "fp32 channels_last"
     runtime.measure_candidates = lambda m, d, shape, cands, budget_s=0: (
         {runtime.label(p, cl): 9.0 if runtime.label(p, cl) == fast else 1.0 for p, cl in cands},

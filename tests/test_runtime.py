@@ -43,6 +43,7 @@ def fake_measure(monkeypatch):
             calls.append(labels)
             return {k: ips[k] for k in labels}, shape[0]
         monkeypatch.setattr(runtime, "measure_candidates", measure)
+        monkeypatch.setattr(hw, "busy", lambda: (False, ""))
         return calls
     return install
 
@@ -204,3 +205,15 @@ def test_choice_round_trips_to_json():
     d = c.to_dict()
     assert d["precision"] == "bf16" and d["channels_last"] is False
     assert json.loads(json.dumps(d))["measured_images_per_s"] == {"bf16 NCHW": 20.4}
+
+
+def test_a_busy_machines_measurement_is_not_cached(model, cpu_flags, fake_measure, tmp_path,
+                                                   monkeypatch):
+    cpu_flags(AMX)
+    calls = fake_measure(FIGS)
+    monkeypatch.setattr(hw, "busy", lambda: (True, "load average 9.0 on 2 CPUs"))
+    cache = tmp_path / "c.json"
+    c = choose_precision_layout("auto", "auto", model, CPU, (8, 32, 32), cache)
+    assert c.precision == "bf16" and "busy" in c.why and "9.0" in c.why
+    choose_precision_layout("auto", "auto", model, CPU, (8, 32, 32), cache)
+    assert len(calls) == 2 and not cache.exists()

@@ -169,7 +169,8 @@ class TorchEngine(Engine):
             secs = self._measure(xt, cands)
             rec = {"best": tune.fastest(secs), "ms": {k: round(v * 1000, 3)
                                                       for k, v in secs.items()}}
-            tune.remember(key, rec)
+            if not hw.busy()[0]:  # a busy machine's ranking is used once, not remembered
+                tune.remember(key, rec)
         self.choices[shape] = rec["best"]
         self._update_detail()
         return self._parse(rec["best"])

@@ -228,15 +228,20 @@ def choose_precision_layout(amp: str, channels_last: str, model: nn.Module,
     rec = tune.cached(key, cache_file)
     if rec is not None and rec.get("best") in labels:
         p, cl = cands[labels.index(rec["best"])]
-        return Choice(p, cl, f"{why}; fastest measured here on {rec.get('date', '?')} "
-                             f"(cached)", dict(rec.get("images_per_s", {})), cached=True)
+        return Choice(p, cl, f"{why}; fastest measured here on {rec.get('date', '?')} (cached "
+                             f"in {cache_file or tune.cache_file()})",
+                      dict(rec.get("images_per_s", {})), cached=True)
     if notify:
         notify(f"measuring precision x layout (once per machine/config): {', '.join(labels)}…")
     ips, mbs = measure_candidates(model, device, shape, cands, budget_s)
     best = max(labels, key=lambda k: ips[k])
-    tune.remember(key, {"best": best, "images_per_s": ips, "batch_measured": mbs},
-                  cache_file)
     at = f" at batch {mbs}" if mbs != shape[0] else ""
+    is_busy, load = hw.busy()
+    if is_busy:  # keep it for this run only: a quieter machine may rank them differently
+        at += f" on a busy machine ({load}; not cached, measured again next run)"
+    else:
+        tune.remember(key, {"best": best, "images_per_s": ips, "batch_measured": mbs},
+                      cache_file)
     p, cl = cands[labels.index(best)]
     return Choice(p, cl, f"{why}; fastest of {len(cands)} measured{at}", ips)
 
