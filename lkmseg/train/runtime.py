@@ -202,6 +202,7 @@ def measure_candidates(model: nn.Module, device: torch.device, shape: tuple[int,
     t0 = time.perf_counter()
     first()  # a first step (the slowest: it sets kernels up) sizes the measurement
     t = time.perf_counter() - t0
+    del first  # its model copy and optimizer state
     if bs > 1 and t * 2 * len(cands) > budget_s:
         bs = max(1, int(bs * budget_s / (t * 2 * len(cands))))
         x, y = _inputs(bs, h, w, device)
