@@ -7,12 +7,19 @@ seed's blocks (3x3, 5x5, 1x5), written as JSON with the device name, versions an
 Parts, each in its own try/except (an error is recorded in the JSON and the next part
 runs), all under one wall-clock budget (--budget; a part that would not fit is skipped
 with the reason):
-  train          training images/s at --size (512), AMP (bf16, else fp16 + GradScaler) and
-                 channels_last, the blocks interleaved round by round; peak memory
-  infer_torch    latency of one image, fp32 and fp16, timed with CUDA events (p50/p90/p99)
-  onnxruntime    the same models exported to ONNX, on every ONNX Runtime provider present
+  train          training images/s at --size (512) of every block in every precision: fp32
+                 (TF32 off), tf32, bf16 (only where native: compute capability >= 8.0), fp16
+                 (+ GradScaler); channels_last; interleaved round by round; peak memory
+  infer_torch    latency of one image in the same precisions, timed with CUDA events
+  onnxruntime    the same models exported to ONNX, on every ONNX Runtime path present: CPU,
+                 CUDA fp32 (use_tf32=0) and tf32, TensorRT provider fp32 and fp16
   train_compile  the training measurement again with torch.compile (compile time apart)
-  tensorrt       TensorRT engines built from the ONNX files, where TensorRT is installed
+  tensorrt       native TensorRT engines (fp32 with TF32 off, tf32, fp16) built from the ONNX
+                 files, run on a stream of their own, where TensorRT is installed
+
+"fp32" is true fp32 everywhere it can be switched (torch's cuDNN convolutions use TF32 by
+default; TensorRT enables TF32 by default); ONNX Runtime's TensorRT provider has no TF32
+switch, so its fp32 rows may use TF32 (said in the JSON).
 
 Needs only torch (and onnx + onnxruntime for the ONNX part): it imports nothing from lkmseg
 but the model definitions and the loss, which need torch alone, so safetensors, rich,
@@ -112,6 +119,7 @@ def machine_info(device: torch.device) -> dict:
             _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
         "packages": {m: _version(m) for m in ("onnx", "onnxruntime", "onnxruntime-gpu",
                                                "onnxscript", "onnxslim", "tensorrt",
+                                               "tensorrt-cu12", "tensorrt-cu13",
                                                "safetensors", "rich", "numpy")},
     }
     if device.type == "cuda":
@@ -119,7 +127,9 @@ def machine_info(device: torch.device) -> dict:
         info.update(device_name=torch.cuda.get_device_name(device),
                     capability=f"{p.major}.{p.minor}",
                     memory_gib=round(p.total_memory / 2**30, 1),
-                    cudnn=torch.backends.cudnn.version(),
+                    cudnn=torch.backends.cudnn.version(), native_bf16=native_bf16(device),
+                    tf32_defaults={"matmul": torch.backends.cuda.matmul.allow_tf32,
+                                   "cudnn": torch.backends.cudnn.allow_tf32},
                     driver=_run(["nvidia-smi", "--query-gpu=driver_version",
                                  "--format=csv,noheader"]))
     return info
@@ -199,6 +209,28 @@ def _quantiles(ms: list[float]) -> dict:
 
 # ----------------------------------------------------------------------------- training
 
+# precision name -> (autocast dtype or None, TF32 allowed). "fp32" is true fp32: torch lets
+# cuDNN convolutions use TF32 by default (torch.backends.cudnn.allow_tf32), while TensorRT fp32
+# engines here clear TF32, so fp32 rows turn it off and "tf32" rows measure it on.
+PRECISIONS = {"fp32": (None, False), "tf32": (None, True), "bf16": (torch.bfloat16, False),
+              "fp16": (torch.float16, False)}
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def native_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores exist from compute capability 8.0 (Ampere). torch.cuda.
+    is_bf16_supported() also says True on T4/V100, where bf16 is emulated (slow)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
 
 class Cfg:
     """What to measure, from the command line (full size or --tiny)."""
@@ -220,9 +252,13 @@ class Cfg:
         # slower (torch 2.13, oneDNN), so the CPU code path runs contiguous
         self.memory_format = torch.channels_last if self.cuda else torch.contiguous_format
         if self.cuda:
-            self.amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            self.amp = torch.bfloat16 if a.tiny else None
+            self.precisions = ["fp32", "tf32", "fp16"]
+            if native_bf16(device):
+                self.precisions.insert(2, "bf16")
+            self.compile_precision = "bf16" if native_bf16(device) else "fp16"
+        else:  # CPU: fp32, and bf16 to run that code path (--tiny)
+            self.precisions = ["fp32", "bf16"] if a.tiny else ["fp32"]
+            self.compile_precision = "bf16" if a.tiny else "fp32"
 
     def model(self, block: str) -> torch.nn.Module:
         return build_model(ModelConfig(block=block, width=self.width, depth=self.depth))
@@ -231,16 +267,17 @@ class Cfg:
 class Trainee:
     """A block's model, optimizer and a fixed random batch, ready to take steps."""
 
-    def __init__(self, cfg: Cfg, block: str, batch: int, compile_: bool) -> None:
+    def __init__(self, cfg: Cfg, block: str, precision: str, batch: int, compile_: bool) -> None:
         self.cfg, self.block, self.batch, dev = cfg, block, batch, cfg.device
+        self.precision = precision
+        self.amp, self.tf32 = PRECISIONS[precision]
         torch.manual_seed(0)
         self.model = cfg.model(block).to(dev).to(memory_format=cfg.memory_format).train()
         self.params = count_params(self.model)
         self.net = (torch.compile(self.model, backend=cfg.compile_backend) if compile_
                     else self.model)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
-        fp16 = cfg.amp == torch.float16
-        self.scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
         s = cfg.size
         self.x = torch.rand(batch, 3, s, s, device=dev).contiguous(
             memory_format=cfg.memory_format)
@@ -250,15 +287,15 @@ class Trainee:
         self.y = disk.expand(batch, 1, s, s).contiguous()
 
     def step(self) -> None:
-        cfg = self.cfg
-        with torch.autocast(cfg.device.type, dtype=cfg.amp or torch.float32,
-                            enabled=cfg.amp is not None):
-            logits = self.net(self.x)
-        loss = bce_dice_loss(logits, self.y)
-        self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        with tf32(self.tf32):
+            with torch.autocast(self.cfg.device.type, dtype=self.amp or torch.float32,
+                                enabled=self.amp is not None):
+                logits = self.net(self.x)
+            loss = bce_dice_loss(logits, self.y)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
 
     def timed(self, n: int) -> float:
         """Seconds for ``n`` steps (device synchronised)."""
@@ -270,12 +307,13 @@ class Trainee:
         return time.perf_counter() - t0
 
 
-def _make_trainee(cfg: Cfg, block: str, compile_: bool, budget: Budget) -> tuple[Trainee, dict]:
+def _make_trainee(cfg: Cfg, block: str, precision: str, compile_: bool,
+                  budget: Budget) -> tuple[Trainee, dict]:
     """Build and warm up (compile) a block, halving the batch on out-of-memory."""
     batch = cfg.batch
     while True:
         try:
-            t = Trainee(cfg, block, batch, compile_)
+            t = Trainee(cfg, block, precision, batch, compile_)
             t0 = time.perf_counter()
             t.step()  # first step: cudnn autotuning, or compilation
             first = time.perf_counter() - t0
@@ -288,58 +326,74 @@ def _make_trainee(cfg: Cfg, block: str, compile_: bool, budget: Budget) -> tuple
             if batch == 1:
                 raise
             batch //= 2
-            print(f"   {block}: out of memory, batch -> {batch}", flush=True)
+            print(f"   {block} {precision}: out of memory, batch -> {batch}", flush=True)
         budget.need(1, f"warming up {block}")
 
 
 def train_part(cfg: Cfg, budget: Budget, entry: dict, compile_: bool) -> None:
-    """Images/s of every block, interleaved: round r times each block in turn, so drifts
-    in clock or temperature hit all blocks alike; the median over rounds is reported."""
+    """Images/s of every block and precision, interleaved: round r times each in turn, so
+    drifts in clock or temperature hit all alike; the median over rounds is reported."""
     if cfg.cuda:
         torch.backends.cudnn.benchmark = True
-    entry.update(size=cfg.size, amp=str(cfg.amp).replace("torch.", "") if cfg.amp else "fp32",
-                 channels_last=cfg.cuda, compile=cfg.compile_backend if compile_ else None)
-    ready: dict[str, tuple[Trainee, dict]] = {}
+    precisions = [cfg.compile_precision] if compile_ else cfg.precisions
+    entry.update(size=cfg.size, precisions=precisions, channels_last=cfg.cuda,
+                 compile=cfg.compile_backend if compile_ else None)
+    ready: dict[tuple[str, str], tuple[Trainee, dict]] = {}
     rows = {}
     need = NEEDS["train_compile" if compile_ else "train"] / (4 * (20 if cfg.tiny else 1))
     for b in cfg.blocks:
-        if budget.left() < need:  # measure the blocks that are ready, report the others
-            rows[b] = {"block": b, "skipped": f"time budget: {budget.left():.0f} s left"}
-            continue
-        rows[b] = _row(b, lambda b=b: _warm(ready, cfg, b, compile_, budget))
-    step_ms: dict[str, list[float]] = {b: [] for b in ready}
+        for p in precisions:
+            if budget.left() < need:  # measure what is ready, report the others
+                rows[b, p] = {"block": b, "precision": p,
+                              "skipped": f"time budget: {budget.left():.0f} s left"}
+                continue
+            rows[b, p] = _row(b, lambda b=b, p=p: _warm(ready, cfg, b, p, compile_, budget))
+            rows[b, p]["precision"] = p
+    _interleave(cfg, budget, entry, ready, rows)
+    ready.clear()
+    entry["rows"] = list(rows.values())
+    entry["ratios"] = _ratios(rows)
+
+
+def _interleave(cfg: Cfg, budget: Budget, entry: dict, ready: dict, rows: dict) -> None:
+    step_ms: dict[tuple[str, str], list[float]] = {k: [] for k in ready}
     for r in range(cfg.rounds):
         if r and budget.left() < 5:
             entry["rounds_cut"] = f"after {r} rounds: time budget"
             break
-        for b, (t, _) in ready.items():
+        for k, (t, _) in ready.items():
             try:
-                step_ms[b].append(1000 * t.timed(cfg.steps) / cfg.steps)
+                step_ms[k].append(1000 * t.timed(cfg.steps) / cfg.steps)
             except Exception as e:  # noqa: BLE001 — one block failing mid-way
-                rows[b]["error"] = f"{type(e).__name__}: {e}"
-    for b, (t, info) in ready.items():
-        ms = step_ms[b]
+                rows[k]["error"] = f"{type(e).__name__}: {e}"
+    for k, (t, info) in ready.items():
+        ms = step_ms[k]
         if not ms:
             continue
         med = statistics.median(ms)
-        rows[b].update(params=t.params, **info, step_ms=[round(x, 3) for x in ms],
+        rows[k].update(params=t.params, **info, step_ms=[round(x, 3) for x in ms],
                        images_per_s=round(1000 * t.batch / med, 2),
                        images_per_s_best=round(1000 * t.batch / min(ms), 2),
                        peak_memory_mb=(round(torch.cuda.max_memory_allocated(cfg.device) / 2**20)
                                        if cfg.cuda else None))
-    ready.clear()
-    entry["rows"] = list(rows.values())
-    ips = {b: r.get("images_per_s") for b, r in rows.items() if r.get("images_per_s")}
-    entry["ratios"] = {f"{a}/{b}": round(ips[a] / ips[b], 3)
-                       for a, b in (("1x5", "5x5"), ("1x5", "3x3"), ("5x5", "3x3"))
-                       if a in ips and b in ips}
 
 
-def _warm(ready: dict, cfg: Cfg, block: str, compile_: bool, budget: Budget) -> dict:
+def _ratios(rows: dict) -> dict:
+    ips = {k: r.get("images_per_s") for k, r in rows.items() if r.get("images_per_s")}
+    out = {}
+    for p in sorted({p for _, p in ips}):
+        for a, b in (("1x5", "5x5"), ("1x5", "3x3"), ("5x5", "3x3")):
+            if (a, p) in ips and (b, p) in ips:
+                out[f"{a}/{b} {p}"] = round(ips[a, p] / ips[b, p], 3)
+    return out
+
+
+def _warm(ready: dict, cfg: Cfg, block: str, precision: str, compile_: bool,
+          budget: Budget) -> dict:
     if cfg.cuda:
         torch.cuda.reset_peak_memory_stats(cfg.device)
-    t, info = _make_trainee(cfg, block, compile_, budget)
-    ready[block] = (t, info)
+    t, info = _make_trainee(cfg, block, precision, compile_, budget)
+    ready[block, precision] = (t, info)
     return info
 
 
@@ -348,9 +402,9 @@ def _warm(ready: dict, cfg: Cfg, block: str, compile_: bool, budget: Budget) -> 
 
 def _time_calls(fn: Callable[[], object], cfg: Cfg, seconds: float,
                 events: bool | None = None) -> list[float]:
-    """Milliseconds per call: CUDA events for GPU work (``events``, default: on a GPU),
-    perf_counter otherwise; at most ``cfg.iters`` calls or ``seconds``, whichever comes
-    first (at least 3)."""
+    """Milliseconds per call: CUDA events (recorded on the current stream) for GPU work
+    (``events``, default: on a GPU), perf_counter otherwise; at most ``cfg.iters`` calls or
+    ``seconds``, whichever comes first (at least 3)."""
     events = cfg.cuda if events is None else events
     for _ in range(3):
         fn()
@@ -372,13 +426,13 @@ def _time_calls(fn: Callable[[], object], cfg: Cfg, seconds: float,
 
 
 def infer_torch_part(cfg: Cfg, budget: Budget, entry: dict) -> None:
-    precisions = ["fp32", "fp16"] if cfg.cuda else ["fp32", "bf16"]
     entry.update(size=cfg.size, batch=1, channels_last=cfg.cuda,
-                 timer="cuda events" if cfg.cuda else "perf_counter")
+                 timer="cuda events" if cfg.cuda else "perf_counter",
+                 note="fp32: TF32 off; tf32: TF32 on (torch's default for cuDNN convolutions)")
     rows = []
-    per = max(1.0, min(8.0, budget.left() / (3 * len(cfg.blocks) * len(precisions))))
+    per = max(1.0, min(8.0, budget.left() / (3 * len(cfg.blocks) * len(cfg.precisions))))
     for b in cfg.blocks:
-        for prec in precisions:
+        for prec in cfg.precisions:
             budget.need(per, f"torch {prec} {b}")
             rows.append(_row(b, lambda b=b, prec=prec: _infer_torch(cfg, b, prec, per)))
     entry["rows"] = rows
@@ -386,21 +440,25 @@ def infer_torch_part(cfg: Cfg, budget: Budget, entry: dict) -> None:
 
 @torch.no_grad()
 def _infer_torch(cfg: Cfg, block: str, precision: str, seconds: float) -> dict:
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     m = cfg.model(block).eval().to(cfg.device, dtype).to(memory_format=cfg.memory_format)
     x = torch.rand(1, 3, cfg.size, cfg.size, device=cfg.device, dtype=dtype).contiguous(
         memory_format=cfg.memory_format)
-    return {"engine": "torch", "precision": precision,
-            **_quantiles(_time_calls(lambda: m(x), cfg, seconds))}
+    with tf32(PRECISIONS[precision][1]):
+        ms = _time_calls(lambda: m(x), cfg, seconds)
+    return {"engine": "torch", "precision": precision, **_quantiles(ms)}
 
 
-def _export_onnx(cfg: Cfg, block: str, path: Path) -> str:
-    """Export eval-mode fp32 weights at a fixed 1x3xSxS; returns the exporter used."""
+def _export_onnx(cfg: Cfg, block: str, path: Path, half: bool = False) -> str:
+    """Export eval-mode weights at a fixed 1x3xSxS (``half``: fp16 weights and I/O, for
+    TensorRT 11, which takes fp16 only from the graph); returns the exporter used."""
     import logging
     import warnings
 
     m = cfg.model(block).eval()
     x = torch.rand(1, 3, cfg.size, cfg.size)
+    if half:
+        m, x = m.half(), x.half()
     for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(None):
@@ -425,13 +483,14 @@ def onnx_part(cfg: Cfg, budget: Budget, entry: dict, workdir: Path) -> None:
     if not ok:
         raise Skip(f"onnxruntime is not installed ({why})")
     import onnxruntime as ort
+    from gpu_paths import ort_paths
 
-    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]  # TensorRT EP: see tensorrt
-    providers = [p for p in wanted if p in ort.get_available_providers()]
+    paths = ort_paths(ort)
     entry.update(onnxruntime=ort.__version__, available=ort.get_available_providers(),
-                 measured=providers, size=cfg.size, batch=1)
+                 measured=[label for label, _, _ in paths], size=cfg.size, batch=1,
+                 timer="perf_counter; GPU providers through IO binding (no host copies)")
     rows = []
-    per = max(1.0, min(10.0, budget.left() / (4 * len(cfg.blocks) * max(1, len(providers)))))
+    per = max(1.0, min(10.0, budget.left() / (4 * len(cfg.blocks) * len(paths))))
     for b in cfg.blocks:
         path = workdir / f"{b}.onnx"
         budget.need(5, f"exporting {b}")
@@ -440,26 +499,25 @@ def onnx_part(cfg: Cfg, budget: Budget, entry: dict, workdir: Path) -> None:
         if "error" in info:
             rows.append(info)
             continue
-        for prov in providers:
-            budget.need(per, f"{prov} {b}")
-            rows.append(_row(b, lambda path=path, prov=prov, info=info: {
-                **info, **_infer_ort(ort, path, prov, cfg, per)}) | {"block": b})
+        for label, providers, prec in paths:
+            budget.need(per * (4 if "TensorRT" in label else 1), f"{label} {b}")
+            rows.append(_row(b, lambda path=path, lp=(label, providers, prec), info=info: {
+                **info, **_infer_ort(ort, path, lp, cfg, per)}) | {"block": b})
     entry["rows"] = rows
 
 
-def _infer_ort(ort, path: Path, provider: str, cfg: Cfg, seconds: float) -> dict:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=[provider])
-    if sess.get_providers()[0] != provider:
-        raise Skip(f"{provider} fell back to {sess.get_providers()[0]}")
+def _infer_ort(ort, path: Path, path_spec: tuple, cfg: Cfg, seconds: float) -> dict:
     import numpy as np
+    from gpu_paths import ort_call
 
+    label, providers, precision = path_spec
     x = np.random.default_rng(0).random((1, 3, cfg.size, cfg.size), dtype=np.float32)
-    name = sess.get_inputs()[0].name
-    ms = _time_calls(lambda: sess.run(None, {name: x}), cfg, seconds, events=False)
-    return {"engine": "onnxruntime", "provider": provider, "precision": "fp32",
-            "timer": "perf_counter (host array in, host array out)", **_quantiles(ms)}
+    t0 = time.perf_counter()
+    call, got = ort_call(ort, path, providers, x)
+    session_s = time.perf_counter() - t0
+    ms = _time_calls(call, cfg, seconds, events=False)
+    return {"engine": "onnxruntime", "provider": label, "precision": precision,
+            "session_providers": got, "session_s": round(session_s, 2), **_quantiles(ms)}
 
 
 def tensorrt_part(cfg: Cfg, budget: Budget, entry: dict, workdir: Path) -> None:
@@ -469,57 +527,35 @@ def tensorrt_part(cfg: Cfg, budget: Budget, entry: dict, workdir: Path) -> None:
     if not ok:
         raise Skip(f"tensorrt is not installed ({why})")
     import tensorrt as trt
+    from gpu_paths import TRT_PRECISIONS
 
-    entry.update(tensorrt=trt.__version__, size=cfg.size, batch=1)
-    fp16 = hasattr(trt.BuilderFlag, "FP16")  # TensorRT 11: strongly typed, fp32 ONNX -> fp32
+    entry.update(tensorrt=trt.__version__, size=cfg.size, batch=1,
+                 timer="cuda events on the engine's own stream",
+                 fp16_from=("BuilderFlag.FP16" if hasattr(trt.BuilderFlag, "FP16")
+                            else "an fp16 ONNX export (fp16 I/O): TensorRT 11 is strongly typed"))
     rows = []
     for b in cfg.blocks:
-        path = workdir / f"{b}.onnx"
-        for prec in (["fp32", "fp16"] if fp16 else ["fp32"]):
+        for prec in TRT_PRECISIONS:
             budget.need(25, f"building a TensorRT {prec} engine for {b}")
-            rows.append(_row(b, lambda b=b, path=path, prec=prec: _trt(cfg, trt, b, path, prec)))
+            rows.append(_row(b, lambda b=b, prec=prec: _trt(cfg, trt, b, workdir, prec)))
     entry["rows"] = rows
 
 
-def _trt(cfg: Cfg, trt, block: str, onnx_path: Path, precision: str) -> dict:
+def _trt(cfg: Cfg, trt, block: str, workdir: Path, precision: str) -> dict:
+    from gpu_paths import TrtRunner, trt_build
+
+    half = precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16")
+    onnx_path = workdir / f"{block}{'.fp16' if half else ''}.onnx"
     if not onnx_path.is_file():
-        _export_onnx(cfg, block, onnx_path)
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(
-            trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"ONNX parser: {errs[:500]}")
-    conf = builder.create_builder_config()
-    conf.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 4 << 30)
-    if precision == "fp16":
-        conf.set_flag(trt.BuilderFlag.FP16)
-    t0 = time.perf_counter()
-    blob = builder.build_serialized_network(network, conf)
-    if blob is None:
-        raise RuntimeError("build_serialized_network returned None")
-    build_s = time.perf_counter() - t0
-    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
-    ctx = engine.create_execution_context()
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
-    bufs = {}
-    for n in names:
-        shape = tuple(engine.get_tensor_shape(n))
-        if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT:
-            ctx.set_input_shape(n, shape)
-        bufs[n] = torch.empty(shape, device=cfg.device,
-                              dtype=dtypes.get(engine.get_tensor_dtype(n), torch.float32))
-        ctx.set_tensor_address(n, bufs[n].data_ptr())
-    stream = torch.cuda.current_stream(cfg.device)
-    ms = _time_calls(lambda: ctx.execute_async_v3(stream.cuda_stream), cfg, 8.0)
-    return {"engine": "tensorrt", "precision": precision, "build_s": round(build_s, 1),
-            "engine_mb": round(len(blob) / 2**20, 3), **_quantiles(ms)}
+        _export_onnx(cfg, block, onnx_path, half=half)
+    plan, info = trt_build(trt, onnx_path, precision)
+    runner = TrtRunner(trt, plan, cfg.device)
+    stream = torch.cuda.Stream(cfg.device)  # not the legacy default stream
+    stream.wait_stream(torch.cuda.current_stream(cfg.device))
+    with torch.cuda.stream(stream):
+        ms = _time_calls(lambda: runner.run(stream.cuda_stream), cfg, 8.0)
+    return {"engine": "tensorrt", "precision": precision, **info,
+            "io_dtypes": runner.dtypes, **_quantiles(ms)}
 
 
 # ----------------------------------------------------------------------------- main

@@ -35,7 +35,8 @@ from rich.table import Table
 from lkmseg.config import RunConfig
 from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine, physical_cores
 from lkmseg.engines.torch_engine import TorchEngine
-from lkmseg.export.onnx_export import export_onnx, save_onnx
+from lkmseg.export.onnx_export import export_onnx
+from lkmseg.files.onnx_meta import save_onnx
 from lkmseg.models import ModelConfig, build_model, count_params
 
 

@@ -73,20 +73,36 @@ class RunConfig:
                             "re-create the run with `lkmseg train`") from e
 
 
+class _Invalid(ValueError):
+    """A config value that fails an explicit check (the only error load_config turns into a
+    one-line UserError)."""
+
+
+def _positive_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
 def _validate(cfg: RunConfig) -> None:
-    """Catch hand-edited values before they fail deep inside model building."""
+    """Catch hand-edited values before they fail deep inside model building (an _Invalid
+    naming the field). Building the model is not guarded: once the values are valid, a failure
+    there is a bug and shows its traceback."""
     import torch
 
     from lkmseg.models import build_model
 
     for key in ("width", "depth", "in_channels"):
         v = getattr(cfg.model, key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"model.{key} must be a positive integer, not {v!r}")
+        if not _positive_int(v):
+            raise _Invalid(f"model.{key} must be a positive integer, not {v!r}")
+    if cfg.model.depth > 12:
+        raise _Invalid(f"model.depth must be at most 12, not {cfg.model.depth}")
+    if cfg.model.center is not None and not _positive_int(cfg.model.center):
+        raise _Invalid(f"model.center must be null or a positive integer, not "
+                       f"{cfg.model.center!r}")
     if len(cfg.size) != 2 or not all(16 <= s <= 8192 for s in cfg.size):
-        raise ValueError(f"size must be [height, width] within 16..8192, not {list(cfg.size)}")
+        raise _Invalid(f"size must be [height, width] within 16..8192, not {list(cfg.size)}")
     if not 0 < cfg.threshold < 1:
-        raise ValueError(f"threshold must be between 0 and 1, not {cfg.threshold}")
+        raise _Invalid(f"threshold must be between 0 and 1, not {cfg.threshold}")
     with torch.device("meta"):  # builds the model without allocating its weights
         build_model(cfg.model)
 
@@ -107,9 +123,10 @@ def load_config(path: str | Path) -> RunConfig:
         raise UserError(f"{p}: config must be a JSON object; re-create the run with `lkmseg train`")
     try:
         cfg = RunConfig.from_dict(d)
-        _validate(cfg)
     except UserError as e:
         raise UserError(str(e) if str(p) in str(e) else f"{p}: {e}") from e
-    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
+    try:
+        _validate(cfg)
+    except _Invalid as e:  # the explicit checks only: a failure building the model is a bug
         raise UserError(f"{p}: invalid config ({e}); restore it or start a new run") from e
     return cfg

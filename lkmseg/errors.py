@@ -3,12 +3,14 @@
 Exit codes (README "Errors"): 0 done; 1 a bug (Python traceback: please report it);
 2 bad input — a missing or corrupt file, a wrong option, no GPU, a missing optional
 dependency (``UserError``); 3 a quality gate failed — export parity, INT8 accuracy, an engine
-build (``GateFailed``); the files were written and the report says which figure missed.
+build (``GateFailed``); the files were written and the report says which figure missed;
+4 a training process stopped because another one failed (``PeerFailed``: the launcher reports
+the process that failed first, with that one's code).
 """
 
 from __future__ import annotations
 
-EXIT_BUG, EXIT_BAD_INPUT, EXIT_GATE = 1, 2, 3
+EXIT_BUG, EXIT_BAD_INPUT, EXIT_GATE, EXIT_PEER = 1, 2, 3, 4
 
 
 class LkmsegError(Exception):
@@ -32,3 +34,9 @@ class GateFailed(LkmsegError):
     kept for inspection, the message names the figure that missed and the report file."""
 
     exit_code = EXIT_GATE
+
+
+class PeerFailed(LkmsegError):
+    """Another training process failed (and reports why itself); this one stops quietly."""
+
+    exit_code = EXIT_PEER

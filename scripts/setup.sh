@@ -10,14 +10,39 @@
 #    default CUDA build where there is one.
 #  - lkmseg (editable) with its declared dependencies; `--dev` adds the test tools.
 #  - On x86-64, OpenVINO (the `openvino` extra: Intel CPUs' deployment runtime).
+#  - Where `nvidia-smi` works (or with --gpu; --no-gpu skips it): the `gpu` extra (TensorRT 10
+#    for CUDA 13) and onnxruntime-gpu 1.31 (CUDA 13) in place of onnxruntime -- the two share
+#    one module folder, so the CPU package is uninstalled first. Re-running `pip install -e .`
+#    afterwards would bring the CPU onnxruntime back over it: re-run this script instead.
+#
+#  usage: bash scripts/setup.sh [--dev] [--gpu | --no-gpu]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=${LKMSEG_VENV:-.venv}
 EXTRAS=()
-[ "${1:-}" = "--dev" ] && EXTRAS+=(dev)
+GPU=auto
+for arg in "$@"; do
+  case "$arg" in
+    --dev) EXTRAS+=(dev) ;;
+    --gpu) GPU=yes ;;
+    --no-gpu) GPU=no ;;
+    *) echo "setup: unknown option '$arg': choose --dev, --gpu or --no-gpu" >&2; exit 2 ;;
+  esac
+done
+ORT_GPU="onnxruntime-gpu[cuda,cudnn]~=1.31.0"  # CUDA 13; its TensorRT provider: libnvinfer.so.10
 
 have_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; }
+[ "$GPU" = auto ] && { if have_gpu; then GPU=yes; else GPU=no; fi; }
+
+swap_in_onnxruntime_gpu() {
+  echo "setup: GPU: $ORT_GPU (with its CUDA 13 / cuDNN 9 wheels) in place of onnxruntime"
+  "$VPY" -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu >/dev/null 2>&1 || true
+  if ! "${PIP[@]}" "$ORT_GPU"; then
+    echo "setup: could not install $ORT_GPU; putting the CPU onnxruntime back" >&2
+    "${PIP[@]}" "onnxruntime>=1.18"
+  fi
+}
 system_cuda_torch() {
   "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" >/dev/null 2>&1
 }
@@ -49,7 +74,9 @@ else
 fi
 
 case "$(uname -m)" in x86_64|amd64) EXTRAS+=(openvino) ;; esac
+[ "$GPU" = yes ] && EXTRAS+=(gpu)
 SPEC="."
 if [ ${#EXTRAS[@]} -gt 0 ]; then SPEC=".[$(IFS=,; echo "${EXTRAS[*]}")]"; fi
 "${PIP[@]}" -e "$SPEC"
+[ "$GPU" = yes ] && swap_in_onnxruntime_gpu
 echo "setup: ready ($("$VPY" -c 'import torch, lkmseg; print("lkmseg", lkmseg.__version__, "torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))"

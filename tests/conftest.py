@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from lkmseg.config import RunConfig, TrainConfig
+from lkmseg.files.run_folder import save_weights
 from lkmseg.fsutil import write_json
 from lkmseg.models import ModelConfig, build_model
-from lkmseg.train.checkpoint import save_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -21,8 +21,12 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def make_run(run_dir: Path, block: str = "1x5", width: int = 4, depth: int = 3,
-             size: tuple[int, int] = (64, 96), seed: int = 0) -> Path:
-    """A run folder with random (but BN-calibrated) weights, as `lkmseg train` would lay out."""
+             size: tuple[int, int] = (64, 96), seed: int = 0, decisive: bool = True) -> Path:
+    """A run folder with random (but BN-calibrated) weights, as `lkmseg train` would lay out.
+
+    ``decisive``: the head is rescaled so logits spread over about -4..4 (a random U-Net's are
+    nearly constant), so masks are neither empty nor full and mask comparisons mean something.
+    """
     torch.manual_seed(seed)
     cfg = RunConfig(model=ModelConfig(block=block, width=width, depth=depth), size=size,
                     train=TrainConfig(steps=0), data={"source": "test"})
@@ -32,6 +36,13 @@ def make_run(run_dir: Path, block: str = "1x5", width: int = 4, depth: int = 3,
         for _ in range(3):
             model(torch.rand(4, 3, *size))
     model.eval()
+    if decisive:  # logits spread over about -4..4 around 0: masks neither empty nor full
+        with torch.no_grad():
+            y = model(torch.rand(4, 3, *size))
+            lo, med, hi = torch.quantile(y.flatten(), torch.tensor([0.01, 0.5, 0.99]))
+            s = 8.0 / max(float(hi - lo), 1e-6)
+            model.head.weight.mul_(s)
+            model.head.bias.copy_((model.head.bias - med) * s)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", cfg.to_dict())
     save_weights(run_dir / "model.safetensors", model)

@@ -133,7 +133,7 @@ def _onnx_identity(path: Path, w: World, channels: int) -> None:
     from onnx import TensorProto, helper
 
     from lkmseg.config import load_config
-    from lkmseg.export.onnx_export import INPUT_NAME, OUTPUT_NAME, build_metadata, set_metadata
+    from lkmseg.files.onnx_meta import INPUT_NAME, OUTPUT_NAME, build_metadata, set_metadata
 
     x = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["n", channels, "h", "w"])
     y = helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["n", channels, "h", "w"])

@@ -135,7 +135,7 @@ def test_two_processes_match_one_process_with_the_global_batch(ddp_env, monkeypa
     assert _steps(run / "val_log.csv") == _steps(ref / "val_log.csv") == [3, 6]
     np.testing.assert_allclose(_dice(run / "val_log.csv"), _dice(ref / "val_log.csv"), atol=1e-4)
     from lkmseg.data.prepare import prepare
-    from lkmseg.train.checkpoint import load_run
+    from lkmseg.files.run_folder import load_run
 
     model, cfg = load_run(run, which="last")
     prep = prepare(data, cfg.size, val_frac=0.25, seed=0)

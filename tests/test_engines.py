@@ -1,11 +1,10 @@
 """Engines behind one interface; the factory and auto; TensorRT pieces testable without it
-(profile shapes, sidecar compatibility, builder call sequence for TensorRT 10 vs 11)."""
+(profile shapes, sidecar compatibility). The builder and runtime against strict fakes of
+TensorRT 10.13/11.1: tests/test_gpu_fakes.py."""
 
 from __future__ import annotations
 
-import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +15,13 @@ from test_export import shared_export
 
 from lkmseg.data.transforms import preprocess
 from lkmseg.engines import ENGINE_NAMES, load_engine, resolve_model
+from lkmseg.engines import tensorrt_runtime as trt_rt
 from lkmseg.engines.base import check_input
 from lkmseg.engines.info import engine_matrix, environment
+from lkmseg.engines.tensorrt_runtime import ProfileShapes
 from lkmseg.errors import UserError
-from lkmseg.export import tensorrt_build as tb
-from lkmseg.export.tensorrt_build import ProfileShapes, check_compatible, profile_shapes
+from lkmseg.export.tensorrt_build import profile_shapes
+from lkmseg.files.sidecar import check_compatible
 
 
 @pytest.fixture(scope="module")
@@ -158,122 +159,7 @@ def test_sidecar_compatibility(tmp_path):
 
 def test_tensorrt_missing_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
-    ok, why = tb.tensorrt_status()
+    ok, why = trt_rt.tensorrt_status()
     assert not ok and "TensorRT is not installed" in why and "lkmseg[gpu]" in why
     with pytest.raises(UserError, match="needs TensorRT and a CUDA GPU: TensorRT is not"):
-        tb.require_tensorrt()
-
-
-def _fake_trt(version: str, with_fp16_flag: bool, calls: list, parse_ok: bool = True,
-              plan: bytes | None = b"PLAN") -> types.ModuleType:
-    """A stand-in `tensorrt` module recording the builder API calls lkmseg makes."""
-    rec = calls.append
-
-    class Obj:
-        def __init__(self, name):
-            self._n = name
-
-        def __getattr__(self, attr):
-            def f(*a):
-                rec((f"{self._n}.{attr}", a))
-                return RETURNS.get(attr, Obj(attr))
-            return f
-
-    class Cache(Obj):
-        def serialize(self):
-            return b"timing-cache"
-
-    class Network(Obj):
-        def get_input(self, i):
-            return types.SimpleNamespace(name="image")
-
-    class Parser(Obj):
-        num_errors = 0 if parse_ok else 1
-
-        def parse_from_file(self, path):
-            rec(("parser.parse_from_file", (Path(path).name,)))
-            return parse_ok
-
-        def get_error(self, i):
-            return types.SimpleNamespace(desc=lambda: "Unsupported ONNX op: Mod")
-
-    RETURNS = {"create_network": Network("network"), "create_builder_config": Obj("config"),
-               "create_optimization_profile": Obj("profile"),
-               "build_serialized_network": plan, "create_timing_cache": Cache("cache")}
-    flags = {"TF32": "TF32", **({"FP16": "FP16"} if with_fp16_flag else {})}
-    m = types.ModuleType("tensorrt")
-    m.__version__ = version
-    m.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, lvl: None})
-    m.Builder = lambda logger: Obj("builder")
-    m.OnnxParser = lambda network, logger: Parser("parser")
-    m.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
-    m.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    m.BuilderFlag = types.SimpleNamespace(**flags)
-    return m
-
-
-@pytest.mark.parametrize("version, fp16_flag", [("10.9.0", True), ("11.1.0", False)])
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_builder_call_sequence(tmp_path, version, fp16_flag, precision):
-    from lkmseg.config import RunConfig
-
-    (tmp_path / "model.onnx").write_bytes(b"fp32")
-    (tmp_path / "model.fp16.onnx").write_bytes(b"fp16")
-    cache = tmp_path / "cache" / "t.timing"
-    calls: list = []
-    trt = _fake_trt(version, fp16_flag, calls)
-    shapes = profile_shapes((64, 96), batch=2)
-    side = tb.build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", shapes,
-                           precision=precision, onnx_fp16=tmp_path / "model.fp16.onnx",
-                           timing_cache=cache, config=RunConfig(), trt=trt,
-                           gpu=("NVIDIA L4", "8.9"), workspace_gib=2)
-    names = [c[0] for c in calls]
-    parsed = dict(calls)["parser.parse_from_file"][0]
-    network_flags = dict(calls)["builder.create_network"][0]
-    v11 = not fp16_flag
-    if precision == "fp16" and v11:  # strongly typed build from the fp16 graph
-        assert parsed == "model.fp16.onnx" and network_flags == 1 << 1
-        assert ("config.set_flag", ("FP16",)) not in calls
-    elif precision == "fp16":  # TensorRT 10: fp32 graph + FP16 builder flag
-        assert parsed == "model.onnx" and network_flags == 0
-        assert ("config.set_flag", ("FP16",)) in calls
-    else:
-        assert parsed == "model.onnx" and network_flags == (1 << 1 if v11 else 0)
-        assert ("config.clear_flag", ("TF32",)) in calls  # true fp32
-    assert ("config.set_memory_pool_limit", ("WORKSPACE", 2 << 30)) in calls
-    assert ("profile.set_shape", ("image", shapes.min, shapes.opt, shapes.max)) in calls
-    assert names.index("config.set_timing_cache") < names.index(
-        "builder.build_serialized_network")
-    assert (tmp_path / "model.engine").read_bytes() == b"PLAN"
-    assert cache.read_bytes() == b"timing-cache"
-    on_disk = json.loads((tmp_path / "model.engine.json").read_text())
-    assert on_disk == json.loads(json.dumps(side))
-    assert side["tensorrt_version"] == version and side["compute_capability"] == "8.9"
-    assert side["gpu_name"] == "NVIDIA L4" and side["precision"] == precision
-    assert side["profile"]["max"] == [8, 3, 128, 192] and side["run_config"]["size"]
-    calls.clear()  # a second build reuses the timing cache written by the first
-    tb.build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", shapes,
-                    precision=precision, onnx_fp16=tmp_path / "model.fp16.onnx",
-                    timing_cache=cache, trt=trt, gpu=("NVIDIA L4", "8.9"))
-    assert ("config.create_timing_cache", (b"timing-cache",)) in calls
-
-
-def test_tensorrt11_fp16_needs_fp16_graph(tmp_path):
-    (tmp_path / "model.onnx").write_bytes(b"fp32")
-    with pytest.raises(UserError, match="builds fp16 only from an fp16 graph"):
-        tb.build_engine(tmp_path / "model.onnx", tmp_path / "model.engine",
-                        profile_shapes((64, 96)), precision="fp16", onnx_fp16=None,
-                        trt=_fake_trt("11.0.0", False, []), gpu=("GPU", "9.0"))
-
-
-@pytest.mark.parametrize("parse_ok, plan, expect", [
-    (False, b"PLAN", "ONNX parser failed \\(Unsupported ONNX op: Mod\\)"),
-    (True, None, "TensorRT engine build failed"),
-])
-def test_builder_failures_are_user_errors(tmp_path, parse_ok, plan, expect):
-    (tmp_path / "model.onnx").write_bytes(b"fp32")
-    trt = _fake_trt("10.9.0", True, [], parse_ok=parse_ok, plan=plan)
-    with pytest.raises(UserError, match=expect):
-        tb.build_engine(tmp_path / "model.onnx", tmp_path / "model.engine",
-                        profile_shapes((64, 96)), trt=trt, gpu=("GPU", "9.0"))
-    assert not (tmp_path / "model.engine").exists()
+        trt_rt.require_tensorrt()

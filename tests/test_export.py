@@ -18,14 +18,8 @@ from lkmseg.config import RunConfig
 from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine
 from lkmseg.errors import UserError
 from lkmseg.export import parity
-from lkmseg.export.onnx_export import (
-    MARKER,
-    config_from_metadata,
-    convert_fp16,
-    export_onnx,
-    read_metadata,
-    save_onnx,
-)
+from lkmseg.export.onnx_export import convert_fp16, export_onnx
+from lkmseg.files.onnx_meta import MARKER, config_from_metadata, read_metadata, save_onnx
 from lkmseg.models import ModelConfig, build_model
 
 BLOCKS = ["3x3", "5x5", "1x5", "7x7", "1x7", "gcn7"]  # double3, square, separable, gcn
@@ -189,15 +183,12 @@ def test_cli_export_writes_files_and_report(cli_export):
     assert read_metadata(ex / "model.onnx")["block"] == "1x5"
 
 
-def test_cli_trt_missing_and_parity_failure_exit_2_keep_files(tiny_run, monkeypatch):
+def test_cli_trt_missing_exit_2_keeps_onnx(tiny_run, monkeypatch):
     from lkmseg.export import pipeline
 
     monkeypatch.setattr(pipeline, "tensorrt_status",
                         lambda: (False, ("TensorRT is not installed (pip install "
                                          "'lkmseg[gpu]' on a machine with an NVIDIA GPU)")))
-    strict = {"fp32": dict(parity.THRESHOLDS["fp32"]), "fp16": {"max_abs_logit": None,
-                                                                "mask_dice": 1.01}}
-    monkeypatch.setattr(parity, "THRESHOLDS", strict)  # fp16 cannot pass: Dice <= 1
     run = tiny_run(block="3x3", width=2, depth=2, size=(32, 48))
     (run / "export").mkdir()
     (run / "export" / "model.engine").write_bytes(b"an engine from an earlier export")
@@ -211,11 +202,30 @@ def test_cli_trt_missing_and_parity_failure_exit_2_keep_files(tiny_run, monkeypa
     assert (ex / "model.onnx").is_file() and (ex / "model.fp16.onnx").is_file()
     assert not (ex / "model.engine").exists()  # the stale engine was removed, none built
     rep = json.loads((ex / "report.json").read_text())
-    assert rep["passed"] is False
+    assert rep["passed"] is False and rep["gate_failures"] == []
     assert rep["formats"]["tensorrt"]["status"] == "unavailable"
     assert rep["formats"]["onnx_fp32"]["passed"] is True
+    assert rep["formats"]["onnx_fp16"]["passed"] is True
+
+
+def test_cli_parity_failure_outranks_trt_missing(tiny_run, monkeypatch):
+    """A missed gate exits 3 even when --trt is also unavailable (exit 2 alone)."""
+    from lkmseg.export import pipeline
+
+    monkeypatch.setattr(pipeline, "tensorrt_status", lambda: (False, "TensorRT is not installed"))
+    strict = {"fp32": dict(parity.THRESHOLDS["fp32"]), "fp16": {"max_abs_logit": None,
+                                                                "mask_dice": 1.01}}
+    monkeypatch.setattr(parity, "THRESHOLDS", strict)  # fp16 cannot pass: Dice <= 1
+    run = tiny_run(block="3x3", width=2, depth=2, size=(32, 48))
+    res = runner.invoke(app, ["export", str(run), "--trt", "--parity-images", "2"])
+    assert res.exit_code == 3, res.output
+    err = res.output.strip().splitlines()[-1]
+    assert err.startswith("error: parity failed for model.fp16.onnx: mask Dice vs torch")
+    assert "(+1 more)" in err and "report.json" in err
+    rep = json.loads((run / "export" / "report.json").read_text())
+    assert rep["formats"]["onnx_fp32"]["passed"] is True
     assert rep["formats"]["onnx_fp16"]["passed"] is False
-    assert any("model.fp16.onnx" in p and "mask Dice" in p for p in rep["problems"])
+    assert len(rep["gate_failures"]) == 1 and len(rep["problems"]) == 2
 
 
 def test_cli_export_bad_inputs(tmp_path):

@@ -11,7 +11,7 @@ from conftest import make_run
 from typer.testing import CliRunner
 
 from lkmseg.cli.app import app
-from lkmseg.export.tensorrt_build import tensorrt_status
+from lkmseg.engines.tensorrt_runtime import tensorrt_status
 
 ok, why = tensorrt_status()
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu,

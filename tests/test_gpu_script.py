@@ -31,13 +31,16 @@ def test_tiny_cpu_run_measures_every_part(tmp_path):
         assert k in meta, k
     parts = doc["parts"]
     assert list(parts) == ["train", "infer_torch", "onnxruntime", "train_compile", "tensorrt"]
-    for name in ("train", "train_compile"):
-        rows = {r["block"]: r for r in parts[name]["rows"]}
-        assert parts[name]["status"] == "ok"
+    for name, precs in (("train", ["fp32", "bf16"]), ("train_compile", ["bf16"])):
+        rows = {(r["block"], r["precision"]): r for r in parts[name]["rows"]}
+        assert parts[name]["status"] == "ok" and parts[name]["precisions"] == precs
         for b in ("5x5", "1x5"):
-            assert rows[b]["images_per_s"] > 0 and len(rows[b]["step_ms"]) == 2, rows[b]
-        assert "unknown block 'x9'" in rows["x9"]["error"]  # recorded, the others measured
-        assert set(parts[name]["ratios"]) == {"1x5/5x5"}
+            for p in precs:
+                r = rows[b, p]
+                assert r["images_per_s"] > 0 and len(r["step_ms"]) == 2, r
+        for p in precs:  # recorded, the others measured
+            assert "unknown block 'x9'" in rows["x9", p]["error"]
+        assert set(parts[name]["ratios"]) == {f"1x5/5x5 {p}" for p in precs}
     assert parts["train_compile"]["compile"] == "eager"
     infer = [r for r in parts["infer_torch"]["rows"] if "error" not in r]
     assert {(r["block"], r["precision"]) for r in infer} == {
@@ -45,7 +48,8 @@ def test_tiny_cpu_run_measures_every_part(tmp_path):
     assert all(0 < r["latency_ms_p50"] <= r["latency_ms_p99"] for r in infer)
     ort = [r for r in parts["onnxruntime"]["rows"] if "error" not in r]
     assert {r["block"] for r in ort} == {"5x5", "1x5"}
-    assert all(r["provider"] == "CPUExecutionProvider" and r["fps"] > 0 for r in ort)
+    assert all(r["provider"] == "CPU" and r["session_providers"] == ["CPUExecutionProvider"]
+               and r["fps"] > 0 for r in ort)
     assert parts["tensorrt"]["status"] == "skipped"
     assert "CUDA" in parts["tensorrt"]["reason"]
 

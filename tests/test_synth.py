@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lkmseg.data import synth
 from lkmseg.data.synth import car_id, car_of, default_dataset, random_car, render_view
+from lkmseg.data.synth import dataset as synth
 from lkmseg.errors import UserError
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

@@ -40,25 +40,58 @@ def _run_config(o: CompareOptions, block: str) -> RunConfig:
                                        time_budget_s=o.budget_s, seed=o.seed))
 
 
-def _train_all(o: CompareOptions, console) -> list[Path]:
-    """Train each block for the budget; a finished run is reused, a stopped one resumed."""
+def _mismatches(o: CompareOptions, cfg: RunConfig, want: RunConfig) -> list[str]:
+    """The requested options that a run folder's config.json was not trained with."""
+    have_data = cfg.data.get("source") if cfg.data.get("layout") != "synthetic" else None
+    want_data = str(Path(o.data).resolve()) if o.data is not None else None
+    if have_data is not None:
+        have_data = str(Path(have_data).resolve())
+    pairs = [("--size", list(cfg.size), list(want.size)),
+             ("--width", cfg.model.width, want.model.width),
+             ("--depth", cfg.model.depth, want.model.depth),
+             ("--budget", cfg.train.time_budget_s, want.train.time_budget_s),
+             ("--batch-size", cfg.train.batch_size, want.train.batch_size),
+             ("--lr", cfg.train.lr, want.train.lr), ("--seed", cfg.train.seed, want.train.seed),
+             ("--data", have_data or "embedded synthetic", want_data or "embedded synthetic")]
+    return [f"{opt} {h} (now {w})" for opt, h, w in pairs if h != w]
+
+
+def _reusable(o: CompareOptions, run: Path, want: RunConfig) -> RunConfig | None:
+    """The run's config when it was made with the requested options; UserError otherwise
+    (never silently mix runs made with other settings into one report)."""
     from lkmseg.config import load_config
+    from lkmseg.errors import UserError
+
+    if not (run / "config.json").is_file():
+        return None
+    cfg = load_config(run)
+    diff = _mismatches(o, cfg, want)
+    if diff:
+        raise UserError(f"{run} was trained with {', '.join(diff)}; pass another --out for "
+                        "these options, or delete that run folder to retrain it")
+    return cfg
+
+
+def _train_all(o: CompareOptions, console) -> list[Path]:
+    """Train each block for the budget; a finished run made with the same options is reused,
+    a stopped one resumed."""
     from lkmseg.train.loop import train_run
 
     runs = []
     for b in o.blocks:
         cfg = _run_config(o, b)
         run = o.out / "runs" / cfg.model.block
+        have = _reusable(o, run, cfg)
         summary = run / "summary.json"
-        if summary.is_file() and json.loads(summary.read_text()).get("status") == "complete":
+        if have is not None and summary.is_file() and \
+                json.loads(summary.read_text()).get("status") == "complete":
             if console:
-                console.print(f"[green]{run}: already trained, reused[/]")
+                console.print(f"[green]{run}: already trained with these options, reused[/]")
             runs.append(run)
             continue
-        if (run / "state.pt").is_file():
-            cfg, resume = load_config(run), run
-        else:
-            resume = None
+        resume = run if have is not None and (run / "state.pt").is_file() else None
+        if resume is not None:
+            cfg = have
         if console:
             console.rule(f"training {cfg.model.block} for {o.budget_s:.0f} s")
         run_dir, s = train_run(cfg, o.data, o.out / "runs", cfg.model.block, o.device, resume,
@@ -166,16 +199,21 @@ def _precision_of(s: dict) -> str:
 
 
 def _training_table(runs: list[Path]) -> list[str]:
-    lines = ["| block | params M | precision | steps | images seen | train img/s | "
-             "loader img/s | best val Dice | full-res Dice | train s |", "|" + "---|" * 10]
+    lines = ["| block | size | batch | budget s | params M | precision | steps | images seen | "
+             "train img/s | loader img/s | best val Dice | full-res Dice | train s | device |",
+             "|" + "---|" * 14]
     for r in runs:
         s = json.loads((r / "summary.json").read_text())
+        c = json.loads((r / "config.json").read_text())
         full = s.get("val_dice_full_res")
-        lines.append(f"| {s['block']} | {s['params'] / 1e6:.2f} | {_precision_of(s)} | "
-                     f"{s['steps']} | "
+        budget = c["train"].get("time_budget_s")
+        lines.append(f"| {s['block']} | {c['size'][0]}x{c['size'][1]} | "
+                     f"{c['train']['batch_size']} | {'-' if budget is None else f'{budget:.0f}'} | "
+                     f"{s['params'] / 1e6:.2f} | {_precision_of(s)} | {s['steps']} | "
                      f"{s['images_seen']} | {s['images_per_s']:.1f} | "
                      f"{s['loader_images_per_s']:.0f} | {s['best_val_dice']:.4f} | "
-                     f"{'-' if full is None else f'{full:.4f}'} | {s['train_seconds']:.0f} |")
+                     f"{'-' if full is None else f'{full:.4f}'} | {s['train_seconds']:.0f} | "
+                     f"{s.get('device', '?')} |")
     return lines
 
 

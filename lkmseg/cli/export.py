@@ -77,8 +77,8 @@ def export_cmd(
     """Export RUN to ONNX fp32 + fp16 (and TensorRT), checking parity against PyTorch.
 
     Writes RUN/export/{model.onnx, model.fp16.onnx, model.engine(+.json), report.json}.
-    Exits 2 when a format misses its parity bar (fp32: max |Δ logit| <= 1e-3 and mask Dice
-    >= 0.999; fp16: mask Dice >= 0.995) or --trt cannot run here; files are kept.
+    Exits 3 when a format misses its parity bar (fp32: max |Δ logit| <= 1e-3 and mask Dice
+    >= 0.999; fp16: mask Dice >= 0.995), 2 when --trt cannot run here; files are kept.
     """
     from rich.console import Console
     from rich.markup import escape

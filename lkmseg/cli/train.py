@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lkmseg.errors import UserError
+from lkmseg.errors import LkmsegError
 
 
 def train_cmd(
@@ -48,7 +48,8 @@ def train_cmd(
     name: Annotated[Optional[str], typer.Option(help="Run folder name.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder.")] = None,
 ) -> None:
-    """Train a U-Net with the chosen block; writes a run folder (see DESIGN.md).
+    """Train a U-Net with the chosen block; writes a run folder (config.json, weights,
+    train/val logs, summary.json; see the README's "Run folder").
 
     With --nproc N (or under torchrun) N processes train one model with
     DistributedDataParallel; --batch-size is per process.
@@ -90,9 +91,9 @@ def train_cmd(
                                               group_pattern=group_pattern))
         console = Console(soft_wrap=True)
         run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
-    except UserError:
+    except LkmsegError as e:
         if rank != 0:  # rank 0 reports it (errors are agreed on by all ranks, or rank 0's)
-            raise typer.Exit(2) from None
+            raise typer.Exit(e.exit_code) from None
         raise
     finally:
         _leave_process_group()

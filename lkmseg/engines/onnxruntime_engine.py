@@ -8,6 +8,7 @@ GPU: inputs and outputs go through IO binding, so a CUDA torch tensor is consume
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,21 @@ import numpy as np
 from lkmseg.engines.base import Engine, run_fixed_batch, to_numpy
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
+from lkmseg.files.layout import ORT_TRT_CACHE
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT, "trt": TRT}
-GPU_HINT = ("pip install 'lkmseg[gpu]' (it replaces onnxruntime by onnxruntime-gpu; "
-            "never install both)")
+GPU_HINT = ("swap onnxruntime for onnxruntime-gpu (`pip uninstall -y onnxruntime && pip install "
+            "'onnxruntime-gpu[cuda,cudnn]~=1.31.0'`, never both; README \"GPU\")")
+
+
+def model_load_errors() -> tuple[type[Exception], ...]:
+    """What InferenceSession raises for a model it cannot load (invalid graph, unknown op or
+    IR version, damaged protobuf): the file's fault. Anything else keeps its traceback."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as st
+
+    return (st.Fail, st.InvalidGraph, st.InvalidArgument, st.InvalidProtobuf,
+            st.NotImplemented, st.NoSuchFile)
 
 
 def physical_cores() -> int:
@@ -74,32 +85,82 @@ def provider_works(provider: str) -> tuple[bool, str]:
         return False, f"this onnxruntime build has no {provider}: {GPU_HINT}"
     if provider == CPU:
         return True, "onnxruntime CPU"
-    import onnx
+    try:
+        sess = ort.InferenceSession(_probe_model(), _quiet_options(ort),
+                                    providers=[provider, CPU])
+    except Exception as e:  # noqa: BLE001 — provider load failures have no common type
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        return False, f"{provider} failed to load ({type(e).__name__}: {first})"
+    if provider not in sess.get_providers():
+        return False, (f"{provider} is built in but did not load (missing CUDA/cuDNN"
+                       f"{'/TensorRT' if provider == TRT else ''} libraries or no GPU)"
+                       f"{_tensorrt_major_hint() if provider == TRT else ''}")
+    return True, f"onnxruntime {provider}"
+
+
+def _tensorrt_major_hint() -> str:
+    """onnxruntime-gpu 1.31's TensorRT provider links libnvinfer.so.10 (readelf on its
+    libonnxruntime_providers_tensorrt.so): name an installed TensorRT of another major."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorrt-cu13", "tensorrt-cu12", "tensorrt"):
+        try:
+            v = version(dist)
+        except PackageNotFoundError:
+            continue
+        if not v.startswith("10."):
+            return (f"; {dist} {v} is installed, but the provider links TensorRT 10: "
+                    "pip install 'tensorrt-cu13>=10.13.2,<11'")
+    return ""
+
+
+def _probe_model() -> bytes:
+    """One Relu at opset 13 and IR version 7, which every onnxruntime >= 1.7 reads.
+
+    The IR version must not come from the installed onnx: ``helper.make_model`` stamps
+    ``onnx.IR_VERSION``, and an onnx newer than onnxruntime makes the session fail with
+    "Unsupported model IR version: N, max supported IR version: M"
+    (onnxruntime/core/graph/model.cc), which would read as missing CUDA libraries."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    probe.ir_version = min(probe.ir_version, onnx.IR_VERSION)
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    probe.ir_version = 7
+    return probe.SerializeToString()
+
+
+def _quiet_options(ort: Any) -> Any:
     so = ort.SessionOptions()
     so.log_severity_level = 4
-    try:
-        sess = ort.InferenceSession(probe.SerializeToString(), so, providers=[provider, CPU])
-    except Exception as e:  # noqa: BLE001 — provider load failures have no common type
-        return False, f"{provider} failed to load ({type(e).__name__}); check CUDA/cuDNN libraries"
-    if provider not in sess.get_providers():
-        return False, (f"{provider} is built in but did not load (missing CUDA/cuDNN"
-                       f"{'/TensorRT' if provider == TRT else ''} libraries or no GPU)")
-    return True, f"onnxruntime {provider}"
+    return so
+
+
+def ort_trt_cache_dir(model_path: Path) -> Path:
+    """``export/ort_trt_cache/<content digest>``: ONNX Runtime's TensorRT provider names its
+    cached engines from the graph's input and node-output names plus the ORT/CUDA/TensorRT
+    versions, never the weights (``TRTGenerateId``, onnxruntime/core/providers/tensorrt/
+    tensorrt_execution_provider_utils.h), and its docs say to clear the cache whenever the model
+    changes (docs/execution-providers/TensorRT-ExecutionProvider.md). Retrained weights of the
+    same architecture would silently reuse the old engine; a folder per file content cannot."""
+    h = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return Path(model_path).parent / ORT_TRT_CACHE / h.hexdigest()[:16]
 
 
 def resolve_providers(device: str = "auto", providers: str | list | None = None,
-                      fp16: bool = False, cache_dir: Path | None = None) -> list:
-    """The provider list for a session; raise UserError when a named one cannot run here."""
+                      fp16: bool = False, model_path: Path | None = None) -> list:
+    """The provider list for a session; raise UserError when a named one cannot run here.
+    ``device`` 'tensorrt' asks for ONNX Runtime's TensorRT provider (CUDA, then CPU, behind
+    it for what TensorRT does not take); ``model_path`` keys its engine cache."""
     if providers not in (None, "auto"):
         names = [providers] if isinstance(providers, str) else list(providers)
         names = [PROVIDER_ALIASES.get(n.lower(), n) for n in names]
+    elif device in ("tensorrt", "trt"):
+        names = [TRT]
     elif device == "cpu":
         names = [CPU]
     elif device in ("cuda", "gpu"):
@@ -107,28 +168,32 @@ def resolve_providers(device: str = "auto", providers: str | list | None = None,
     elif device == "auto":
         names = [CUDA] if provider_works(CUDA)[0] else [CPU]
     else:
-        raise UserError(f"unknown device '{device}': choose cpu, cuda or auto")
-    out: list = []
+        raise UserError(f"unknown device '{device}': choose cpu, cuda, tensorrt or auto")
     for name in names:
         ok, why = provider_works(name)
         if not ok:
             raise UserError(f"onnxruntime: {why}")
-        if name == TRT:
-            opts = {"trt_fp16_enable": fp16, "trt_engine_cache_enable": cache_dir is not None}
-            if cache_dir is not None:
-                opts["trt_engine_cache_path"] = str(cache_dir)
-                opts["trt_timing_cache_enable"] = True
-                opts["trt_timing_cache_path"] = str(cache_dir)
-            out.append((TRT, opts))
-        elif name == CUDA:
-            out.append((CUDA, {"cudnn_conv_algo_search": "EXHAUSTIVE"}))
-        else:
-            out.append(name)
     if TRT in names and CUDA not in names:
-        out.append((CUDA, {}))
+        names.insert(names.index(TRT) + 1, CUDA)
     if CPU not in names:
-        out.append(CPU)
-    return out
+        names.append(CPU)
+    return [_with_options(n, fp16, model_path) for n in names]
+
+
+def _with_options(name: str, fp16: bool, model_path: Path | None) -> Any:
+    if name == TRT:
+        opts: dict[str, Any] = {"trt_fp16_enable": fp16,
+                                "trt_engine_cache_enable": model_path is not None}
+        if model_path is not None:
+            cache = str(ort_trt_cache_dir(model_path))
+            opts.update(trt_engine_cache_path=cache, trt_timing_cache_enable=True,
+                        trt_timing_cache_path=cache)
+        return TRT, opts
+    if name == CUDA:
+        # use_tf32 (onnxruntime >= 1.18, PRs #19357/#19426): TF32 is on by default in cuBLAS
+        # GEMMs and cuDNN convolutions; "fp32" here means fp32, as for TensorRT engines
+        return CUDA, {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": 0}
+    return name
 
 
 class OnnxRuntimeEngine(Engine):
@@ -139,7 +204,7 @@ class OnnxRuntimeEngine(Engine):
                  spinning: bool = False) -> None:
         import onnxruntime as ort
 
-        from lkmseg.export.onnx_export import config_from_metadata, load_onnx, read_metadata
+        from lkmseg.files.onnx_meta import config_from_metadata, load_onnx, read_metadata
 
         super().__init__()
         self.path = Path(path)
@@ -148,12 +213,12 @@ class OnnxRuntimeEngine(Engine):
         self.config = config_from_metadata(meta, self.path)
         self.precision = meta.get("precision", "fp32")
         provs = resolve_providers(device, providers, fp16=self.precision == "fp16",
-                                  cache_dir=self.path.parent / "ort_trt_cache")
+                                  model_path=self.path)
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(),
                                                 session_options(threads, spinning),
                                                 providers=provs)
-        except Exception as e:
+        except model_load_errors() as e:  # a graph this onnxruntime cannot run: bad file
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise UserError(f"{self.path}: onnxruntime cannot load this model "
                             f"({type(e).__name__}: {first}); re-export it") from e

@@ -6,18 +6,14 @@ model files available for each runtime.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkmseg.config import RunConfig, load_config
 from lkmseg.errors import UserError
-
-EXPORT_DIR = "export"
-ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
-ENGINE_FILE = "model.engine"
-ENGINE_EXTS = (".engine", ".plan", ".trt")
-WEIGHT_FILES = ("model.safetensors", "last.safetensors")
+from lkmseg.files.layout import ENGINE_EXTS, ENGINE_FILE, EXPORT_DIR, ONNX_FILES, WEIGHT_FILES
+from lkmseg.files.onnx_meta import config_from_metadata, read_metadata
+from lkmseg.files.sidecar import config_from_sidecar
 
 
 @dataclass
@@ -36,10 +32,6 @@ class ModelSource:
         return f"{self.path} ({self.kind}; has {', '.join(have) or 'nothing'})"
 
 
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_name(engine.name + ".json")
-
-
 def _export_files(src: ModelSource, folder: Path) -> None:
     for prec, name in ONNX_FILES.items():
         if (folder / name).is_file():
@@ -55,35 +47,8 @@ def _from_run(path: Path, given: Path) -> ModelSource:
     return src
 
 
-def read_sidecar(engine_path: Path) -> dict:
-    side = sidecar_path(engine_path)
-    if not side.is_file():
-        raise UserError(f"{engine_path}: no sidecar {side.name} beside it (TensorRT version "
-                        "and GPU unknown); rebuild with `lkmseg export RUN --trt`")
-    try:
-        d = json.loads(side.read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{side}: unreadable sidecar ({type(e).__name__}); "
-                        "rebuild with `lkmseg export RUN --trt`") from e
-    if not isinstance(d, dict) or "tensorrt_version" not in d:
-        raise UserError(f"{side}: not an lkmseg engine sidecar; rebuild with "
-                        "`lkmseg export RUN --trt`")
-    return d
-
-
-def _config_from_sidecar(engine: Path) -> RunConfig:
-    side = sidecar_path(engine)
-    try:
-        return RunConfig.from_dict(read_sidecar(engine)["run_config"])
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{side}: sidecar has no usable run_config ({type(e).__name__}); "
-                        "rebuild with `lkmseg export RUN --trt`") from e
-
-
 def resolve_model(path: str | Path) -> ModelSource:
     """Resolve a run folder, an export folder, an .onnx, a TensorRT engine or .safetensors."""
-    from lkmseg.export.onnx_export import config_from_metadata, read_metadata
-
     p = Path(path)
     if p.is_dir():
         if (p / "config.json").is_file():
@@ -107,7 +72,7 @@ def resolve_model(path: str | Path) -> ModelSource:
         return ModelSource(path=p, kind="onnx", config=config_from_metadata(meta, p),
                            onnx={meta.get("precision", "fp32"): p})
     if suffix in ENGINE_EXTS:
-        return ModelSource(path=p, kind="tensorrt", config=_config_from_sidecar(p), engine=p)
+        return ModelSource(path=p, kind="tensorrt", config=config_from_sidecar(p), engine=p)
     if suffix == ".safetensors":
         return ModelSource(path=p, kind="weights", config=load_config(p.parent),
                            run_dir=p.parent, weights=p)

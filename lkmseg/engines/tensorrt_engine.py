@@ -1,5 +1,12 @@
-"""Native TensorRT runtime: torch CUDA tensors as buffers, ``execute_async_v3`` on the current
-torch stream, dynamic input shapes within the engine's optimization profile."""
+"""Native TensorRT runtime: torch CUDA tensors as buffers (in the dtypes the engine declares),
+``execute_async_v3`` on a CUDA stream of the engine's own, dynamic input shapes within the
+engine's optimization profile.
+
+The stream: torch's current stream is the legacy default stream unless someone set another,
+and TensorRT documents that enqueueing there "may lead to performance issues due to
+additional cudaDeviceSynchronize() calls" (NvInferRuntime.h, ``enqueueV3``: release/10.13
+L4937, release/11.1 L4639), which would also skew the latency we report.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +17,17 @@ import numpy as np
 
 from lkmseg.config import RunConfig
 from lkmseg.engines.base import Engine
-from lkmseg.engines.source import ModelSource, read_sidecar
-from lkmseg.errors import UserError
-from lkmseg.export.tensorrt_build import (
+from lkmseg.engines.source import ModelSource
+from lkmseg.engines.tensorrt_runtime import (
     ProfileShapes,
-    check_compatible,
     current_gpu,
+    dims,
     require_tensorrt,
     tensorrt_status,
+    torch_dtype,
 )
+from lkmseg.errors import UserError
+from lkmseg.files.sidecar import check_compatible, read_sidecar
 
 
 class TensorRTEngine(Engine):
@@ -54,8 +63,10 @@ class TensorRTEngine(Engine):
             raise UserError(f"{self.path}: expected one input and one output, found "
                             f"{inputs} / {outputs}; not an lkmseg engine")
         self._in, self._out = inputs[0], outputs[0]
-        self.profile = ProfileShapes(*(tuple(int(d) for d in s) for s in
-                                       self._engine.get_tensor_profile_shape(self._in, 0)))
+        self.profile = read_profile(self._engine, self._in, self.path)
+        self._in_dtype = torch_dtype(trt, self._engine.get_tensor_dtype(self._in))
+        self._out_dtype = torch_dtype(trt, self._engine.get_tensor_dtype(self._out))
+        self._stream = None  # our CUDA stream, made on first use
         self._torch = torch
         if self.profile.min[2:] == self.profile.max[2:]:
             self.fixed_hw = tuple(self.profile.min[2:])
@@ -84,7 +95,6 @@ class TensorRTEngine(Engine):
     def _run(self, x: Any) -> np.ndarray:
         torch = self._torch
         xt = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-        xt = xt.to("cuda", torch.float32, non_blocking=True).contiguous()
         min_b, max_b = self.profile.min[0], self.profile.max[0]
         if xt.shape[0] > max_b:  # split a batch larger than the profile allows
             return np.concatenate([self._run(xt[i : i + max_b])
@@ -93,19 +103,50 @@ class TensorRTEngine(Engine):
             k = xt.shape[0]
             pad = xt[-1:].expand(min_b - k, *xt.shape[1:])
             return self._run(torch.cat([xt, pad]))[:k]
+        if self._stream is None:
+            self._stream = torch.cuda.Stream()
+        self._stream.wait_stream(torch.cuda.current_stream())  # x may come from that stream
+        with torch.cuda.stream(self._stream):
+            xt = xt.to("cuda", non_blocking=True).contiguous()
+            out = self._execute(xt, self._stream.cuda_stream)
+            return out.cpu().numpy()  # a blocking copy on our stream: waits for TensorRT
+
+    def _execute(self, xt: Any, stream_handle: int) -> Any:
+        """Enqueue one batch that fits the profile on ``stream_handle``: input and output bound
+        by address in the dtypes the engine declares; every call's result checked (each returns
+        bool, python/src/infer/pyCore.cpp L113-121, L1332-1340). Returns float32 logits on
+        ``xt``'s device."""
+        torch, ctx = self._torch, self._ctx
         shape = tuple(xt.shape)
-        if not self.profile.contains(shape):
+        if not self.profile.contains(shape) or not ctx.set_input_shape(self._in, shape):
             raise UserError(f"input {shape} is outside the engine's optimization profile "
                             f"({self.profile}); rebuild with matching --size/--max-batch")
-        self._ctx.set_input_shape(self._in, shape)
-        out = torch.empty(tuple(self._ctx.get_tensor_shape(self._out)), dtype=torch.float32,
-                          device=xt.device)
-        self._ctx.set_tensor_address(self._in, xt.data_ptr())
-        self._ctx.set_tensor_address(self._out, out.data_ptr())
-        stream = torch.cuda.current_stream(xt.device)
-        if not self._ctx.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT execute_async_v3 failed for input {shape}")
-        return out.cpu().numpy()  # .cpu() synchronizes with the stream
+        out_shape = dims(ctx.get_tensor_shape(self._out))
+        if out_shape is None or min(out_shape, default=-1) < 0:
+            raise RuntimeError(f"TensorRT gives no output shape for input {shape}")
+        x_in = xt.to(self._in_dtype).contiguous()
+        out = torch.empty(out_shape, dtype=self._out_dtype, device=xt.device)
+        for name, t in ((self._in, x_in), (self._out, out)):
+            if not ctx.set_tensor_address(name, t.data_ptr()):
+                raise RuntimeError(f"TensorRT refused the address of tensor '{name}'")
+        if not ctx.execute_async_v3(stream_handle):
+            raise RuntimeError(f"TensorRT execute_async_v3 failed for input {shape} "
+                               "(see the TensorRT log above)")
+        return out.float()
 
     def close(self) -> None:
-        self._ctx = self._engine = self._runtime = None
+        self._ctx = self._engine = self._runtime = self._stream = None
+
+
+def read_profile(engine: Any, name: str, path: Path) -> ProfileShapes:
+    """Profile 0 of input ``name`` as 4-D min/opt/max shapes. For an engine without dynamic
+    dimensions ``get_tensor_profile_shape`` may give ``Dims{-1}`` (NvInferRuntime.h,
+    ``getProfileShape``): then the input's fixed shape is the whole profile."""
+    shapes = [dims(s) for s in engine.get_tensor_profile_shape(name, 0)]
+    if all(s is not None and len(s) == 4 and min(s) > 0 for s in shapes):
+        return ProfileShapes(*shapes)
+    fixed = dims(engine.get_tensor_shape(name))
+    if fixed is not None and len(fixed) == 4 and min(fixed) > 0:
+        return ProfileShapes(fixed, fixed, fixed)
+    raise UserError(f"{path}: no 4-D input profile for tensor '{name}' (profile {shapes}, "
+                    f"shape {fixed}); not an lkmseg engine: rebuild with `lkmseg export RUN --trt`")

@@ -88,8 +88,8 @@ class TorchEngine(Engine):
     @classmethod
     def from_source(cls, src: ModelSource, precision: str = "fp32", device: str = "auto",
                     channels_last: bool | None = None) -> TorchEngine:
+        from lkmseg.files.run_folder import load_weights
         from lkmseg.models import build_model
-        from lkmseg.train.checkpoint import load_weights
 
         if src.weights is None:
             raise UserError(f"{src.path}: no PyTorch weights (model.safetensors) here; the torch "

@@ -10,24 +10,18 @@ Public API::
     profile_shapes(size, batch, dynamic, max_batch) -> ProfileShapes
 """
 
-from lkmseg.export.onnx_export import (
+from lkmseg.engines.tensorrt_runtime import ProfileShapes, require_tensorrt, tensorrt_status
+from lkmseg.export.onnx_export import convert_fp16, export_onnx
+from lkmseg.export.pipeline import ExportOptions, ExportResult, export_run
+from lkmseg.export.tensorrt_build import build_engine, profile_shapes
+from lkmseg.files.onnx_meta import (
     MARKER,
     config_from_metadata,
-    convert_fp16,
-    export_onnx,
     load_onnx,
     read_metadata,
     save_onnx,
 )
-from lkmseg.export.pipeline import ExportOptions, ExportResult, export_run
-from lkmseg.export.tensorrt_build import (
-    ProfileShapes,
-    build_engine,
-    check_compatible,
-    profile_shapes,
-    require_tensorrt,
-    tensorrt_status,
-)
+from lkmseg.files.sidecar import check_compatible
 
 __all__ = ["MARKER", "ExportOptions", "ExportResult", "ProfileShapes", "build_engine",
            "check_compatible", "config_from_metadata", "convert_fp16", "export_onnx",

@@ -5,6 +5,13 @@ repository's ``samples/`` images and masks, else deterministic synthetic images 
 truth). Figures per format: max/mean |Δ logit| against PyTorch fp32 on CPU, mask agreement
 (Dice between the two full-resolution masks, pooled over all images, and the worst image),
 Dice against ground truth (mean per image), and a dynamic-shape check (batch 3, odd size).
+
+The mask comparison cannot pass vacuously: where the reference masks are (almost) empty or
+full — an untrained model, a model that predicts nothing — two such masks would agree
+"perfectly" whatever the export computes. There the gate checks the logits instead: the
+largest |Δ logit| relative to the reference's spread (1st to 99th percentile, counted as at
+least ``MIN_SPREAD``: a nearly constant output is not held to a bar finer than 0.01 logit)
+must stay within ``REL_LOGIT`` (the masks are still reported, cut at the median logit).
 """
 
 from __future__ import annotations
@@ -107,10 +114,27 @@ def run_batched(engine, x: np.ndarray, batch: int = 4) -> np.ndarray:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks; two empty masks agree perfectly."""
+    """Dice of two binary masks; two empty masks agree perfectly (see ``mask_cut`` for why
+    the parity gate never compares two empty masks)."""
     a, b = a.astype(bool), b.astype(bool)
     s = int(a.sum()) + int(b.sum())
     return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
+
+
+DEGENERATE = 0.005  # reference foreground fraction below this (or above 1 - this)
+REL_LOGIT = 0.02  # degenerate masks: max |Δ logit| / reference logit spread must stay below
+MIN_SPREAD = 0.5  # ... with the spread counted as at least this (an absolute floor of 0.01)
+
+
+def mask_cut(ref_logits: np.ndarray, threshold: float) -> tuple[float, str]:
+    """(logit cut, basis) for comparing masks: the model's threshold, or the reference's
+    median logit where masks at the threshold would be empty or full."""
+    cut = logit_threshold(threshold)
+    fg = float((ref_logits > cut).mean())
+    if DEGENERATE <= fg <= 1 - DEGENERATE:
+        return cut, "threshold"
+    what = "empty" if fg < DEGENERATE else "full"
+    return float(np.median(ref_logits)), f"median logit (reference masks {what} at the threshold)"
 
 
 def pooled_dice(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
@@ -162,20 +186,30 @@ def _finite(v: float) -> float | None:
 def compare(engine, ref: Reference, precision: str) -> dict:
     """Parity figures of ``engine`` against ``ref`` and the pass/fail verdict."""
     logits = run_batched(engine, ref.x)
-    masks = postprocess(logits, ref.pset.sizes, ref.threshold)
     diff = np.abs(logits.astype(np.float64) - ref.logits)
     if getattr(engine, "fixed_hw", None) is not None:
         odd = None  # a static export takes one size only
     else:
         odd = engine(ref.x_odd)
-    cut = logit_threshold(ref.threshold)
-    per_image = [dice(a, b) for a, b in zip(masks, ref.masks)]
+    cut, basis = mask_cut(ref.logits, ref.threshold)
+    if basis == "threshold":  # full-resolution masks, as predict writes them
+        masks = postprocess(logits, ref.pset.sizes, ref.threshold)
+        per_image = [dice(a, b) for a, b in zip(masks, ref.masks)]
+        mask_dice = pooled_dice(masks, ref.masks)
+    else:  # at model size, cut where half the reference's pixels are foreground
+        a, b = list(logits[:, 0] > cut), list(ref.logits[:, 0] > cut)
+        per_image = [dice(x, y) for x, y in zip(a, b)]
+        mask_dice = pooled_dice(a, b)
+        masks = postprocess(logits, ref.pset.sizes, ref.threshold)
     same = odd is not None and odd.shape == ref.logits_odd.shape
+    lo, hi = np.percentile(ref.logits, [1, 99])
     rep = {
         "max_abs_logit_diff": _finite(float(diff.max())),
+        "rel_logit_diff": _finite(float(diff.max() / max(hi - lo, MIN_SPREAD))),
         "mean_abs_logit_diff": _finite(float(diff.mean())),
-        "mask_dice_vs_torch": pooled_dice(masks, ref.masks),
+        "mask_dice_vs_torch": mask_dice,
         "min_image_mask_dice_vs_torch": float(min(per_image)),
+        "mask_basis": basis,
         "dice_vs_gt": mean_dice_gt(masks, ref.pset.masks),
         "odd_shape_check": {"skipped": "static export: one input shape only"}
         if odd is None else {
@@ -193,16 +227,25 @@ def compare(engine, ref: Reference, precision: str) -> dict:
 
 
 def verdict(rep: dict, precision: str) -> list[str]:
-    """Which thresholds the figures miss (empty = pass). NaN/inf logits always fail."""
+    """Which thresholds the figures miss (empty = pass). NaN/inf logits always fail. Where the
+    reference masks are degenerate (``mask_basis`` is not "threshold"), masks prove nothing and
+    the relative logit error is gated instead."""
     bar = THRESHOLDS["fp32" if precision == "fp32" else "fp16"]
     fails = []
     odd = rep["odd_shape_check"]
-    checks = [("max |Δ logit|", rep["max_abs_logit_diff"], bar["max_abs_logit"], "le"),
-              ("mask Dice vs torch", rep["mask_dice_vs_torch"], bar["mask_dice"], "ge")]
+    by_masks = rep.get("mask_basis", "threshold") == "threshold"
+    checks = [("max |Δ logit|", rep["max_abs_logit_diff"], bar["max_abs_logit"], "le")]
+    if by_masks:
+        checks.append(("mask Dice vs torch", rep["mask_dice_vs_torch"], bar["mask_dice"], "ge"))
+    else:
+        checks.append(("max |Δ logit| / reference logit spread (masks are empty or full)",
+                       rep["rel_logit_diff"], REL_LOGIT, "le"))
     if "skipped" not in odd:
-        checks += [("odd-shape max |Δ logit|", odd["max_abs_logit_diff"], bar["max_abs_logit"],
-                    "le"),
-                   ("odd-shape mask Dice", odd["mask_dice_vs_torch"], bar["mask_dice"], "ge")]
+        checks.append(("odd-shape max |Δ logit|", odd["max_abs_logit_diff"],
+                       bar["max_abs_logit"], "le"))
+        if by_masks:
+            checks.append(("odd-shape mask Dice", odd["mask_dice_vs_torch"], bar["mask_dice"],
+                           "ge"))
     for label, value, limit, how in checks:
         if value is None:
             fails.append(f"{label} is not finite or the output shape is wrong")

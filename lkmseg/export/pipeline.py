@@ -2,35 +2,28 @@
 
 Writes into ``RUN/export/``: model.onnx, model.fp16.onnx, model.engine + model.engine.json,
 report.json. Parity against PyTorch is part of the export: a format that misses its bar is
-kept on disk (for inspection) but the export fails with a UserError naming it.
+kept on disk (for inspection) but the export fails with GateFailed (exit 3) naming it; a
+format that cannot be made here (--trt without TensorRT or a GPU) is a UserError (exit 2).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkmseg import __version__
-from lkmseg.errors import UserError
+from lkmseg.engines.tensorrt_runtime import ProfileShapes, current_gpu, tensorrt_status
+from lkmseg.errors import GateFailed, UserError
 from lkmseg.export import parity
-from lkmseg.export.onnx_export import (
-    MIN_OPSET,
-    convert_fp16,
-    export_onnx,
-    load_onnx,
-    read_metadata,
-    save_onnx,
-)
-from lkmseg.export.tensorrt_build import (
-    ProfileShapes,
-    build_engine,
-    current_gpu,
-    profile_shapes,
-    tensorrt_status,
-)
+from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
+from lkmseg.export.tensorrt_build import build_engine, profile_shapes
+from lkmseg.files.layout import ORT_TRT_CACHE
+from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx
 from lkmseg.fsutil import write_json
 
 REPORT = "report.json"
@@ -59,31 +52,41 @@ class ExportResult:
     report_path: Path
     report: dict
     files: dict[str, Path] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # quality gates missed
+    unavailable: list[str] = field(default_factory=list)  # formats that cannot be made here
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.unavailable, *self.failures]
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
     def check(self) -> None:
-        """Raise the first problem (TensorRT missing, parity failure) as a UserError."""
-        if self.problems:
-            more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            raise UserError(f"{self.problems[0]}{more}; see {self.report_path}")
+        """Raise GateFailed for a missed gate (it outranks), else UserError for a format that
+        cannot be made here."""
+        for items, err in ((self.failures, GateFailed), (self.unavailable, UserError)):
+            if items:
+                more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+                raise err(f"{items[0]}{more}; see {self.report_path}")
 
 
 def timing_cache_path() -> Path:
-    """One TensorRT timing cache per machine, reused across builds (keyed by the builder)."""
+    """One TensorRT timing cache per TensorRT version and GPU model, reused across builds.
+    TensorRT ties a cache to the device's properties, not just its SM (set_timing_cache fails
+    otherwise): two GPU models with one SM get two files."""
     root = Path(os.environ.get("LKMSEG_CACHE", Path.home() / ".cache" / "lkmseg"))
     gpu = current_gpu()
-    tag = gpu[1].replace(".", "") if gpu else "nogpu"
+    tag = (re.sub(r"[^a-z0-9]+", "-", gpu[0].lower()).strip("-") + "-sm"
+           + gpu[1].replace(".", "")) if gpu else "nogpu"
     try:
         import tensorrt as trt
 
         ver = trt.__version__
     except ImportError:
         ver = "none"
-    return root / f"tensorrt-{ver}-sm{tag}.timing"
+    return root / f"tensorrt-{ver}-{tag}.timing"
 
 
 def _versions() -> dict[str, str | None]:
@@ -113,14 +116,15 @@ def _validate(opts: ExportOptions) -> None:
 
 class _Exporter:
     def __init__(self, run_dir: Path, opts: ExportOptions, log: Callable[[str], None]) -> None:
-        from lkmseg.train.checkpoint import load_run
+        from lkmseg.files.run_folder import load_run
 
         self.run_dir, self.opts, self.log = Path(run_dir), opts, log
         self.model, self.cfg = load_run(self.run_dir)
         self.out = Path(opts.out_dir) if opts.out_dir else self.run_dir / "export"
         self.size = tuple(opts.size or self.cfg.size)
         self.files: dict[str, Path] = {}
-        self.problems: list[str] = []
+        self.failures: list[str] = []  # quality gates missed
+        self.unavailable: list[str] = []  # formats that cannot be made here
         self.report = self._report_head()
 
     def _report_head(self) -> dict:
@@ -136,8 +140,9 @@ class _Exporter:
                 "thresholds": parity.THRESHOLDS, "formats": {}, "passed": None}
 
     def write_report(self) -> Path:
-        self.report["passed"] = not self.problems
-        self.report["problems"] = list(self.problems)
+        self.report["passed"] = not (self.failures or self.unavailable)
+        self.report["problems"] = [*self.unavailable, *self.failures]
+        self.report["gate_failures"] = list(self.failures)
         path = self.out / REPORT
         write_json(path, self.report)
         return path
@@ -168,6 +173,11 @@ class _Exporter:
             if p.is_file():
                 p.unlink()
                 self.log(f"removed {p.name} left by an earlier export (stale now)")
+        # ONNX Runtime's TensorRT engines are named by graph structure, not weights
+        cache = self.out / ORT_TRT_CACHE
+        if cache.is_dir():
+            shutil.rmtree(cache)
+            self.log(f"removed {ORT_TRT_CACHE}/ (ONNX Runtime TensorRT engines of the old model)")
 
     def onnx(self) -> None:
         import torch
@@ -215,13 +225,13 @@ class _Exporter:
 
     def _note_failures(self, key: str, rep: dict) -> None:
         if rep["failures"]:
-            self.problems.append(f"parity failed for {FILES[key]}: {rep['failures'][0]}")
+            self.failures.append(f"parity failed for {FILES[key]}: {rep['failures'][0]}")
 
     def tensorrt(self, ref: parity.Reference) -> None:
         ok, why = tensorrt_status()
         if not ok:
             self.report["formats"]["tensorrt"] = {"status": "unavailable", "reason": why}
-            self.problems.insert(0, f"--trt needs TensorRT and a CUDA GPU: {why} "
+            self.unavailable.append(f"--trt needs TensorRT and a CUDA GPU: {why} "
                                     "(the ONNX files were written)")
             return
         from lkmseg.engines.tensorrt_engine import TensorRTEngine
@@ -268,7 +278,7 @@ def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, str
     if opts.trt:
         ex.tensorrt(ref)
         report_path = ex.write_report()
-    result = ExportResult(ex.out, report_path, ex.report, ex.files, ex.problems)
+    result = ExportResult(ex.out, report_path, ex.report, ex.files, ex.failures, ex.unavailable)
     if strict:
         result.check()
     return result

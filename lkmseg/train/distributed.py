@@ -27,13 +27,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lkmseg.errors import UserError
+from lkmseg.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_PEER, LkmsegError, PeerFailed, UserError
 
 T = TypeVar("T")
-
-
-class PeerFailed(UserError):
-    """Another process failed and reports why; this one stops quietly (exit 2)."""
 
 
 def rank_world() -> tuple[int, int]:
@@ -55,7 +51,7 @@ def decide_on_rank0(fn: Callable[[], T]) -> T:
     if dist.get_rank() == 0:
         try:
             value = fn()
-        except UserError as e:
+        except LkmsegError as e:
             dist.broadcast_object_list([("error", str(e))], src=0)
             raise
         except BaseException as e:
@@ -244,6 +240,17 @@ def _forward_stop_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _root_failure(e) -> tuple[int, int]:
+    """(rank, exit code) of the process that failed first for a reason of its own: processes
+    that stopped only because a peer failed (exit EXIT_PEER) are not the cause."""
+    own = {r: f.exitcode for r, f in sorted(e.failures.items()) if f.exitcode != EXIT_PEER}
+    if own:
+        rank = next(iter(own))
+        return rank, own[rank]
+    rank, failure = e.get_first_failure()
+    return rank, failure.exitcode
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m lkmseg <argv>`` in ``nproc`` processes under torchrun's elastic agent
     (standalone rendezvous on a free port); returns the exit code for this command."""
@@ -267,10 +274,9 @@ def launch(nproc: int, argv: list[str]) -> int:
         with _forward_stop_signals():
             elastic_launch(LaunchConfig(**kw), sys.executable)("-u", "-m", "lkmseg", *argv)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
-        code = failure.exitcode
-        if code == 2:  # a UserError: the worker printed its one-line message
-            return 2
+        rank, code = _root_failure(e)
+        if code in (EXIT_BAD_INPUT, EXIT_GATE):  # the worker printed its one-line message
+            return code
         if _forwarded:  # stopped before its training loop could checkpoint
             print("interrupted before training started; nothing to resume", file=sys.stderr)
             return 130

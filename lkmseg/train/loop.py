@@ -24,12 +24,11 @@ from lkmseg import __version__
 from lkmseg.config import RunConfig
 from lkmseg.data.cache import cache_root
 from lkmseg.data.loader import BatchSource, Prefetcher
-from lkmseg.errors import UserError
+from lkmseg.errors import PeerFailed, UserError
+from lkmseg.files import run_folder as ckpt
 from lkmseg.fsutil import explain_os_error, remove_stale_temps, write_json
 from lkmseg.models import build_model, count_params
-from lkmseg.train import checkpoint as ckpt
 from lkmseg.train.distributed import (
-    PeerFailed,
     all_max,
     broadcast_buffers,
     convert_sync_bn,
@@ -112,6 +111,27 @@ def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, rt: Runtim
         dist.all_reduce(total)
     model.train(was_training)
     return float(total[0] / max(total[1], 1))
+
+
+def _check_optimizer_state(opt: torch.optim.Optimizer, sd: object, where: Path) -> None:
+    """UserError unless ``sd`` is an optimizer state for exactly these parameter groups."""
+    fix = "does not match config.json; start a new run or restore the file"
+    groups = sd.get("param_groups") if isinstance(sd, dict) else None
+    if not isinstance(groups, list) or not isinstance(sd.get("state"), dict):
+        raise UserError(f"{where}: optimizer state is malformed; {fix}")
+    want = [len(g["params"]) for g in opt.param_groups]
+    have = [len(g.get("params", ())) if isinstance(g, dict) else -1 for g in groups]
+    if want != have:
+        raise UserError(f"{where}: optimizer state has parameter groups {have}, this model "
+                        f"needs {want}; {fix}")
+
+
+def _progress(p: object, where: Path) -> dict:
+    keys = ("step", "elapsed_s", "best_dice", "best_step", "last_dice")
+    if not isinstance(p, dict) or not all(isinstance(p.get(k), (int, float)) for k in keys):
+        raise UserError(f"{where}: training progress ({', '.join(keys)}) is missing or not "
+                        "numeric; start a new run or restore the file")
+    return p
 
 
 class _StopFlag:
@@ -231,20 +251,19 @@ class Trainer:
             self.warn(f"{d}: no checkpoint yet; training this run from step 0")
             return
         st = ckpt.load_state(d)
-        try:
-            self.model.load_state_dict(st["model"])
-            self.opt.load_state_dict(st["optimizer"])
-            if st.get("scaler"):
-                self.scaler.load_state_dict(st["scaler"])
-            s = st["progress"]
-            self.state = State(step=int(s["step"]), elapsed_s=float(s["elapsed_s"]),
-                               step_time_s=float(s.get("step_time_s", 0.0)),
-                               best_dice=float(s["best_dice"]), best_step=int(s["best_step"]),
-                               last_dice=float(s["last_dice"]))
-            world_then = int(s.get("world_size", 1))
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise UserError(f"{d / ckpt.STATE}: does not match config.json "
-                            f"({type(e).__name__}); start a new run") from e
+        where = d / ckpt.STATE
+        ckpt.check_state_dict(self.model, st["model"], where)
+        _check_optimizer_state(self.opt, st["optimizer"], where)
+        s = _progress(st["progress"], where)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["optimizer"])
+        if st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        self.state = State(step=int(s["step"]), elapsed_s=float(s["elapsed_s"]),
+                           step_time_s=float(s.get("step_time_s", 0.0)),
+                           best_dice=float(s["best_dice"]), best_step=int(s["best_step"]),
+                           last_dice=float(s["last_dice"]))
+        world_then = int(s.get("world_size", 1))
         if world_then != self.rt.world:
             self._rebatch(world_then)
 

@@ -1,6 +1,6 @@
 """Run folders: weights (safetensors), resumable training state, and rebuilding a model.
 
-Layout of a run folder (contract in DESIGN.md):
+Layout of a run folder (contract in DESIGN.md, names in ``lkmseg.files.layout``):
   config.json          RunConfig: rebuilds the model and its preprocessing
   model.safetensors    best weights (by validation Dice)
   last.safetensors     latest weights
@@ -11,6 +11,8 @@ Layout of a run folder (contract in DESIGN.md):
 from __future__ import annotations
 
 import io
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -21,10 +23,12 @@ from torch import nn
 
 from lkmseg.config import RunConfig, load_config
 from lkmseg.errors import UserError
+from lkmseg.files.layout import BEST, LAST, STATE
 from lkmseg.fsutil import write_bytes
 from lkmseg.models import build_model
 
-BEST, LAST, STATE = "model.safetensors", "last.safetensors", "state.pt"
+__all__ = ["BEST", "LAST", "STATE", "check_state_dict", "load_run", "load_state",
+           "load_weights", "model_state", "read_weights", "save_state", "save_weights"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -49,19 +53,32 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{p}: weights file not found; train a model with `lkmseg train`")
     try:
         return st_load(p.read_bytes())
-    except (SafetensorError, OSError, ValueError) as e:
+    except (SafetensorError, OSError) as e:
         raise UserError(f"{p}: corrupt or truncated weights ({e}); "
                         "retrain or restore the file") from e
 
 
+def check_state_dict(model: nn.Module, sd: dict, where: str | Path) -> None:
+    """UserError unless ``sd`` has exactly the model's tensor names and shapes."""
+    want = {k: tuple(v.shape) for k, v in _unwrap(model).state_dict().items()}
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise UserError(f"{where}: not a weights dictionary; retrain or restore the file")
+    have = {k: tuple(v.shape) for k, v in sd.items()}
+    missing, extra = sorted(want.keys() - have.keys()), sorted(have.keys() - want.keys())
+    wrong = sorted(k for k in want.keys() & have.keys() if want[k] != have[k])
+    if missing or extra or wrong:
+        first = (f"missing {missing[0]}" if missing else f"unexpected {extra[0]}" if extra
+                 else f"{wrong[0]} is {have[wrong[0]]}, the model wants {want[wrong[0]]}")
+        n = len(missing) + len(extra) + len(wrong)
+        raise UserError(f"{where}: weights do not match config.json ({first}"
+                        f"{f' and {n - 1} more' if n > 1 else ''}); "
+                        "the run folder was edited — retrain")
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     sd = read_weights(path)
-    try:
-        _unwrap(model).load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{path}: weights do not match config.json ({first}); "
-                        "the run folder was edited — retrain") from e
+    check_state_dict(model, sd, path)
+    _unwrap(model).load_state_dict(sd, strict=True)
     return model
 
 
@@ -72,15 +89,25 @@ def save_state(run_dir: str | Path, state: dict) -> None:
     write_bytes(Path(run_dir) / STATE, buf.getvalue())
 
 
+# What torch.load raises for a truncated, corrupt or foreign file (weights_only=True refuses
+# pickled code with UnpicklingError; a damaged zip container is a RuntimeError from the reader).
+_TORCH_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
+                      OSError)
+
+
 def load_state(run_dir: str | Path) -> dict:
     p = Path(run_dir) / STATE
     if not p.is_file():
         raise UserError(f"{p}: no training state to resume from; start a new run instead")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 — torch raises many types for a corrupt file
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except _TORCH_LOAD_ERRORS as e:
         raise UserError(f"{p}: corrupt training state ({type(e).__name__}); "
                         "start a new run or restore the file") from e
+    if not isinstance(state, dict) or not {"model", "optimizer", "progress"} <= state.keys():
+        raise UserError(f"{p}: not an lkmseg training state (model/optimizer/progress "
+                        "missing); start a new run or restore the file")
+    return state
 
 
 def load_run(run_dir: str | Path, which: str = "best",
