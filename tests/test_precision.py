@@ -55,6 +55,11 @@ def test_train_prints_and_records_the_choice(tmp_path, monkeypatch, flags):
     assert s["precision"] == "bf16" and s["channels_last"] is False and "auto" in s["precision_why"]
     r = CliRunner().invoke(app, [*args, "--name", "b"])  # same machine/config: cached
     assert r.exit_code == 0 and "measuring precision" not in r.output and "cached" in r.output
+    (tmp_path / "cache" / "autotune.json").unlink()  # a resumed run keeps its own choice
+    r = CliRunner().invoke(app, ["train", "--resume", str(run), "--steps", "3"])
+    assert r.exit_code == 0, r.output
+    assert "measuring precision" not in r.output and "kept from this run's start" in r.output
+    assert json.loads((run / "summary.json").read_text())["precision"] == "bf16"
     r = CliRunner().invoke(app, [*args, "--name", "c", "--amp", "off", "--channels-last", "on"])
     assert r.exit_code == 0 and "precision/layout: fp32 channels_last" in r.output
     assert json.loads((tmp_path / "runs" / "c" / "summary.json").read_text())["precision"] == "fp32"

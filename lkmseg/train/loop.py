@@ -173,8 +173,19 @@ def _agree(flag: bool, rt: Runtime) -> bool:
     return bool(t.item() > 0)
 
 
+def _recorded_choice(run_dir: Path) -> dict | None:
+    """The precision/layout a run recorded at its start (config.json "runtime"), if any."""
+    import json
+
+    try:
+        rec = json.loads((run_dir / "config.json").read_text()).get("runtime")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_config already vetted the file; no record only costs a measurement
+    return rec if isinstance(rec, dict) else None
+
+
 def _build_runtime(cfg: RunConfig, device_name: str, model: nn.Module,
-                   notify=None) -> Runtime:
+                   notify=None, previous: dict | None = None) -> Runtime:
     rank, world, local = init_distributed(device_name)
     device = resolve_device(device_name)
     if device.type == "cuda" and world > 1:
@@ -188,7 +199,7 @@ def _build_runtime(cfg: RunConfig, device_name: str, model: nn.Module,
     # measurement, or the cached one) decides for all.
     choice = decide_on_rank0(lambda: choose_precision_layout(
         t.amp, str(t.channels_last), model, device, (t.batch_size, *cfg.size),
-        cache_file=cache_root() / "autotune.json", notify=notify))
+        cache_file=cache_root() / "autotune.json", notify=notify, previous=previous))
     return Runtime.from_choice(device, choice, rank, world)
 
 
@@ -202,7 +213,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
         self.rt = rt = _build_runtime(cfg, device, model,
-                                      console.print if console is not None else None)
+                                      console.print if console is not None else None,
+                                      _recorded_choice(run_dir) if resume else None)
         if rt.world > 1 and cfg.train.sync_bn:
             model = convert_sync_bn(model, rt.device)
         model = model.to(rt.device)

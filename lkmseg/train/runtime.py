@@ -39,6 +39,7 @@ class Choice:
     why: str
     measured: dict[str, float] = field(default_factory=dict)  # label -> images/s
     cached: bool = False
+    machine: str = ""  # hw.machine_key() where it was chosen
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
@@ -55,7 +56,7 @@ class Choice:
     def to_dict(self) -> dict:
         return {"precision": self.precision, "channels_last": self.channels_last,
                 "why": self.why, "measured_images_per_s": dict(self.measured),
-                "cached": self.cached}
+                "cached": self.cached, "machine": self.machine}
 
 
 def label(precision: str, channels_last: bool) -> str:
@@ -211,19 +212,39 @@ def measure_candidates(model: nn.Module, device: torch.device, shape: tuple[int,
     return {k: round(bs / s, 3) for k, s in secs.items()}, bs
 
 
+def _kept(previous: dict | None, cands: list[tuple[str, bool]],
+          device: torch.device) -> Choice | None:
+    """A resumed run keeps the choice its start made on this same machine."""
+    if not isinstance(previous, dict) or previous.get("machine") != hw.machine_key(device):
+        return None
+    pc = (previous.get("precision"), previous.get("channels_last"))
+    if pc not in cands:
+        return None
+    return Choice(pc[0], pc[1], "kept from this run's start on this machine (resumed)",
+                  dict(previous.get("measured_images_per_s") or {}), True,
+                  previous["machine"])
+
+
 def choose_precision_layout(amp: str, channels_last: str, model: nn.Module,
                             device: torch.device, shape: tuple[int, int, int],
                             cache_file: os.PathLike | None = None,
                             notify: Callable[[str], None] | None = None,
-                            budget_s: float = TRAIN_BUDGET_S) -> Choice:
+                            budget_s: float = TRAIN_BUDGET_S,
+                            previous: dict | None = None) -> Choice:
     """The precision and memory layout to train with (see the module docstring).
-    ``shape`` = (batch, height, width); ``notify`` hears about a measurement before it runs."""
+    ``shape`` = (batch, height, width); ``notify`` hears about a measurement before it runs;
+    ``previous``: the choice a resumed run recorded (``Choice.to_dict``), kept on the same
+    machine."""
     precs, why = candidate_precisions(amp, device)
     layouts = candidate_layouts(channels_last)
     cands = [(p, cl) for p in precs for cl in layouts]
+    machine = hw.machine_key(device)
     if len(cands) == 1:
         p, cl = cands[0]
-        return Choice(p, cl, f"{why}; --channels-last {'on' if cl else 'off'}")
+        return Choice(p, cl, f"{why}; --channels-last {'on' if cl else 'off'}", machine=machine)
+    kept = _kept(previous, cands, device)
+    if kept is not None:
+        return kept
     labels = [label(p, cl) for p, cl in cands]
     key = cache_key(model, device, shape, labels)
     rec = tune.cached(key, cache_file)
@@ -231,7 +252,7 @@ def choose_precision_layout(amp: str, channels_last: str, model: nn.Module,
         p, cl = cands[labels.index(rec["best"])]
         return Choice(p, cl, f"{why}; fastest measured here on {rec.get('date', '?')} (cached "
                              f"in {cache_file or tune.cache_file()})",
-                      dict(rec.get("images_per_s", {})), cached=True)
+                      dict(rec.get("images_per_s", {})), cached=True, machine=machine)
     if notify:
         notify(f"measuring precision x layout (once per machine/config): {', '.join(labels)}…")
     ips, mbs = measure_candidates(model, device, shape, cands, budget_s)
@@ -244,7 +265,7 @@ def choose_precision_layout(amp: str, channels_last: str, model: nn.Module,
         tune.remember(key, {"best": best, "images_per_s": ips, "batch_measured": mbs},
                       cache_file)
     p, cl = cands[labels.index(best)]
-    return Choice(p, cl, f"{why}; fastest of {len(cands)} measured{at}", ips)
+    return Choice(p, cl, f"{why}; fastest of {len(cands)} measured{at}", ips, machine=machine)
 
 
 def describe_choice(c: Choice) -> str:
