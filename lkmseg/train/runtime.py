@@ -156,8 +156,8 @@ def cache_key(model: nn.Module, device: torch.device, shape: tuple[int, int, int
             "model": _model_key(model), "batch": bs, "size": [h, w], "candidates": labels}
 
 
-def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
-                   cl: bool) -> Callable[[], None]:
+def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
+                  cl: bool) -> Callable[[], None]:
     """One training step as ``train`` runs it (BCE-Dice, AdamW, scaler for fp16) on a copy."""
     from lkmseg.train.losses import bce_dice_loss
 
@@ -184,7 +184,9 @@ def _train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision
     return step
 
 
-def _inputs(bs: int, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(bs: int, h: int, w: int,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random (images, masks) batch for timing steps (speed does not depend on it)."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(bs, 3, h, w, generator=g).to(device)
     y = (torch.rand(bs, 1, h, w, generator=g) > 0.5).float().to(device)
@@ -198,16 +200,16 @@ def measure_candidates(model: nn.Module, device: torch.device, shape: tuple[int,
     of ``model``; returns (label -> images/s, batch measured at). Where one step is so slow that
     two per candidate would not fit ``budget_s``, a smaller batch is measured instead."""
     bs, h, w = shape
-    x, y = _inputs(bs, h, w, device)
-    first = _train_step_fn(model, x, y, *cands[0])
+    x, y = random_batch(bs, h, w, device)
+    first = train_step_fn(model, x, y, *cands[0])
     t0 = time.perf_counter()
     first()  # a first step (the slowest: it sets kernels up) sizes the measurement
     t = time.perf_counter() - t0
     del first  # its model copy and optimizer state
     if bs > 1 and t * 2 * len(cands) > budget_s:
         bs = max(1, int(bs * budget_s / (t * 2 * len(cands))))
-        x, y = _inputs(bs, h, w, device)
-    fns = {label(p, cl): _train_step_fn(model, x, y, p, cl) for p, cl in cands}
+        x, y = random_batch(bs, h, w, device)
+    fns = {label(p, cl): train_step_fn(model, x, y, p, cl) for p, cl in cands}
     secs = tune.time_candidates(fns, budget_s=budget_s)
     return {k: round(bs / s, 3) for k, s in secs.items()}, bs
 
