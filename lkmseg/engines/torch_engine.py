@@ -19,6 +19,7 @@ from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
 
 INFER_BUDGET_S = 3.0  # measuring the candidates for one input shape takes about this long
+INFER_ROUNDS = 10  # timed calls per candidate at most (the best counts), within the budget
 
 
 def resolve_torch_device(device: str) -> str:
@@ -154,7 +155,7 @@ class TorchEngine(Engine):
                   else xt.contiguous() for cl in models}
         fns = {_label(p, cl): (lambda p=p, cl=cl: self._forward(models[cl], inputs[cl], p))
                for p, cl in cands}
-        return tune.time_candidates(fns, budget_s=INFER_BUDGET_S)
+        return tune.time_candidates(fns, budget_s=INFER_BUDGET_S, rounds=INFER_ROUNDS)
 
     def _choose(self, xt: Any) -> tuple[str, bool]:
         """(precision, channels_last) for this input shape: given, cached or measured."""

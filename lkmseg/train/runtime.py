@@ -28,6 +28,7 @@ AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 LAYOUT_CHOICES = ("auto", "on", "off")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TRAIN_BUDGET_S = 20.0  # the start-up measurement of all candidates takes about this long
+TRAIN_ROUNDS = 8  # timed steps per candidate at most (the best counts), within the budget
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def measure_candidates(model: nn.Module, device: torch.device, shape: tuple[int,
         bs = max(1, int(bs * budget_s / (t * 2 * len(cands))))
         x, y = random_batch(bs, h, w, device)
     fns = {label(p, cl): train_step_fn(model, x, y, p, cl) for p, cl in cands}
-    secs = tune.time_candidates(fns, budget_s=budget_s)
+    secs = tune.time_candidates(fns, budget_s=budget_s, rounds=TRAIN_ROUNDS)
     return {k: round(bs / s, 3) for k, s in secs.items()}, bs
 
 
