@@ -41,6 +41,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3, help="harness rounds between chunks")
     ap.add_argument("--blocks", default="3x3,5x5,1x5")
     ap.add_argument("--out", default="runs/train_vs_fastest")
+    ap.add_argument("--train-args", default="",
+                    help="more `lkmseg train` options, e.g. '--no-augment' (a diagnostic: "
+                         "the data loader shares the cores with training)")
     ap.add_argument("--json", default=None)
     return ap.parse_args()
 
@@ -69,7 +72,7 @@ def _block(a: argparse.Namespace, block: str) -> dict:
     run = ChunkedRun(Path(a.out) / block,
                      ["--block", block, "--size", str(a.size), "--batch-size", str(a.batch),
                       "--time-budget", f"{a.budget:g}s", "--data", str(a.data),
-                      "--out", a.out, "--name", block], a.budget)
+                      "--out", a.out, "--name", block, *a.train_args.split()], a.budget)
     fns = _harness(block, a.size, a.batch)
     times: dict[str, list[float]] = {k: [] for k in fns}
     while not run.done():
@@ -96,6 +99,7 @@ def main() -> None:
         raise SystemExit("set LKMSEG_CARVANA or pass --data (the carvana-mini folder)")
     out = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": hw.machine_info("cpu"),
            "size": a.size, "batch": a.batch, "budget_s": a.budget, "chunk_s": a.chunk,
+           "train_args": a.train_args,
            "load_avg_before": [round(x, 2) for x in os.getloadavg()], "blocks": {}}
     for b in a.blocks.split(","):
         r = out["blocks"][b] = _block(a, b)
