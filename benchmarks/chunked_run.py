@@ -8,6 +8,7 @@ is not part of a chunk: its clock starts when the run's train_log.csv grows."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ class ChunkedRun:
         self.log = self.run.parent / f"{self.run.name}.log"
         self.chunks = 0
         self.wall_s = 0.0
+        self.load_avg: list[float] = []  # 1-minute load average at the end of each chunk
 
     def done(self) -> bool:
         s = self.run / "summary.json"
@@ -47,6 +49,7 @@ class ChunkedRun:
             p.wait()
         self.wall_s += time.perf_counter() - t0
         self.chunks += 1
+        self.load_avg.append(round(os.getloadavg()[0], 2))
         if p.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}); see {self.log}")
 

@@ -70,7 +70,7 @@ def _result(arm: ChunkedRun, target: float) -> dict:
             "images_per_s": s["images_per_s"], "steps": s["steps"],
             "train_seconds": s["train_seconds"], "final_val_dice": s["last_val_dice"],
             "best_val_dice": s["best_val_dice"], "first_val_s": first,
-            "interpolated_s": interp, "chunks": arm.chunks,
+            "interpolated_s": interp, "chunks": arm.chunks, "load_avg_per_chunk": arm.load_avg,
             "wall_s_with_startups": round(arm.wall_s, 1),
             "val_log": [{k: r[k] for k in ("step", "elapsed_s", "dice")} for r in rows]}
 

@@ -86,7 +86,8 @@ def _block(a: argparse.Namespace, block: str) -> dict:
     chosen = label(s["precision"], s["channels_last"])
     return {"run": str(run.run), "chosen": chosen, "why": s["precision_why"],
             "train_images_per_s": s["images_per_s"], "steps": s["steps"],
-            "chunks": run.chunks, "harness_median_images_per_s": ips,
+            "chunks": run.chunks, "load_avg_per_chunk": run.load_avg,
+            "harness_median_images_per_s": ips,
             "harness_step_ms": {k: [round(t * 1000) for t in v] for k, v in times.items()},
             "fastest": best, "fastest_images_per_s": ips[best],
             "train_vs_fastest": s["images_per_s"] / ips[best],
