@@ -93,7 +93,8 @@ def main() -> int:
         engines = {
             "torch eager NCHW": TorchEngine(calibrated_model(block, a.width, a.depth, size), cfg,
                                             device="cpu", channels_last=False),
-            "torch eager channels_last": TorchEngine(model, cfg, device="cpu"),
+            "torch eager channels_last": TorchEngine(model, cfg, device="cpu",
+                                                     channels_last=True),
             "onnxruntime": OnnxRuntimeEngine(onnx_path, device="cpu", spinning=False),
         }
         if a.spin:

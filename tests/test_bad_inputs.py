@@ -33,7 +33,8 @@ from lkmseg.cli.app import app
 from lkmseg.data.imageio import read_image, read_mask
 
 TINY = ["--block", "1x5", "--width", "4", "--depth", "3", "--size", "32x48",
-        "--batch-size", "2", "--channels-last", "off", "--val-frac", "0.34", "--workers", "0"]
+        "--batch-size", "2", "--channels-last", "off", "--amp", "off", "--val-frac", "0.34",
+        "--workers", "0"]
 H, W = 40, 60  # size of the dataset's images
 STEM = "000000000001_01"  # the pair each dataset case spoils
 

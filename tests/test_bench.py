@@ -58,6 +58,14 @@ def test_bench_every_column_or_skip_reason(two_runs, tmp_path):
             ("onnxruntime", "int8")} <= combos, [(x["engine"], x["status"]) for x in rows]
     assert len(ok) == 2 * 2 * len(combos)
     assert all(x["status"].startswith("skipped: ") for x in skipped)
+    from lkmseg import hw
+
+    torch_bf16 = [x for x in rows if x["engine"] == "torch" and x["precision"] == "bf16"]
+    if hw.native_bf16("cpu"):
+        assert all(x["status"] == "ok" for x in torch_bf16)
+    else:
+        assert all("bf16" in x["status"] and x["status"].startswith("skipped: ")
+                   for x in torch_bf16)
     for x in ok:
         for k in FILLED:
             assert x[k] is not None and x[k] == x[k], (k, x)
@@ -130,7 +138,9 @@ def test_compare_tiny_budget(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     report = (out / "report.md").read_text()
     for needle in ["## Training", "## Headline ratios", "## Benchmark", "1x5 vs 5x5",
-                   "curves.png", "Export parity", "same wall-clock budget"]:
+                   "curves.png", "Export parity", "same wall-clock budget",
+                   "## Training speed per precision", "The Dice curves were trained in",
+                   "1x5/5x5 training speed-up: fp32"]:
         assert needle in report, needle
     for b in ["5x5", "1x5"]:
         s = json.loads((out / "runs" / b / "summary.json").read_text())

@@ -32,7 +32,7 @@ from lkmseg.models import ModelConfig
 from lkmseg.train.loop import train_run
 
 TINY = ["--block", "1x5", "--width", "4", "--depth", "3", "--size", "32x48",
-        "--batch-size", "4", "--channels-last", "off", "--val-frac", "0.34"]
+        "--batch-size", "4", "--channels-last", "off", "--amp", "off", "--val-frac", "0.34"]
 CHECKPOINT = ("state.pt", "last.safetensors", "model.safetensors")
 
 
@@ -44,7 +44,7 @@ def data(tmp_path, monkeypatch):
 
 def _cfg(steps: int, **kw) -> RunConfig:
     return RunConfig(model=ModelConfig(block="1x5", width=4, depth=3), size=(32, 48),
-                     train=TrainConfig(steps=steps, batch_size=4, channels_last="off",
+                     train=TrainConfig(steps=steps, batch_size=4, channels_last="off", amp="off",
                                        val_frac=0.34, **kw))
 
 

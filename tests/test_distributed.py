@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
 
 STEPS = 6
 TINY = ["--block", "1x5", "--width", "4", "--depth", "3", "--size", "32x48",
-        "--channels-last", "off", "--val-frac", "0.25", "--seed", "0"]
+        "--channels-last", "off", "--amp", "off", "--val-frac", "0.25", "--seed", "0"]
 
 # Installed with PYTHONPATH into every process the test starts: records each write-like
 # file operation under LKMSEG_AUDIT_ROOT, tagged with the process's torchrun RANK.
@@ -92,7 +92,7 @@ def _single(root: Path, data: Path, name: str, steps: int, monkeypatch) -> Path:
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)
     cfg = RunConfig(model=ModelConfig(block="1x5", width=4, depth=3), size=(32, 48),
-                    train=TrainConfig(steps=steps, batch_size=8, channels_last="off",
+                    train=TrainConfig(steps=steps, batch_size=8, channels_last="off", amp="off",
                                       val_frac=0.25, seed=0, val_every=3))
     run, _ = train_run(cfg, data, root / "ref", name=name)
     return run
@@ -202,7 +202,7 @@ def test_resume_with_another_process_count_keeps_the_global_batch(ddp_env, tmp_p
     root, data, _ = ddp_env
     monkeypatch.setenv("LKMSEG_CACHE", str(root / "cache"))
     cfg = RunConfig(model=ModelConfig(block="1x5", width=4, depth=3), size=(32, 48),
-                    train=TrainConfig(steps=2, batch_size=4, channels_last="off",
+                    train=TrainConfig(steps=2, batch_size=4, channels_last="off", amp="off",
                                       val_frac=0.25, seed=0))
     run, _ = train_run(cfg, data, tmp_path, name="r")
     state = torch.load(run / "state.pt", weights_only=True)

@@ -19,7 +19,7 @@ from lkmseg.models import ModelConfig
 from lkmseg.train.loop import lr_at, train_run
 
 TINY = ["--width", "4", "--depth", "3", "--size", "32x48", "--batch-size", "4",
-        "--channels-last", "off", "--val-frac", "0.34"]
+        "--channels-last", "off", "--amp", "off", "--val-frac", "0.34"]
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def data(tmp_path, monkeypatch):
 
 def _cfg(steps=12, **kw):
     return RunConfig(model=ModelConfig(block="1x5", width=4, depth=3), size=(32, 48),
-                     train=TrainConfig(steps=steps, batch_size=4, channels_last="off",
+                     train=TrainConfig(steps=steps, batch_size=4, channels_last="off", amp="off",
                                        val_frac=0.34, **kw))
 
 

@@ -192,10 +192,18 @@ def kernel_sweep_figure(rs: list[dict], path: Path) -> Path | None:
     return path
 
 
+def _precision_of(s: dict) -> str:
+    """'bf16 channels_last' from a summary (older runs: parsed from its device line)."""
+    if "precision" in s:
+        return f"{s['precision']} {'channels_last' if s.get('channels_last') else 'NCHW'}"
+    parts = [p.strip() for p in str(s.get("device", "")).split(",")]
+    return next((p for p in parts if p in ("fp32", "bf16", "fp16")), "?")
+
+
 def _training_table(runs: list[Path]) -> list[str]:
-    lines = ["| block | size | batch | budget s | params M | steps | images seen | train img/s | "
-             "loader img/s | best val Dice | full-res Dice | train s | device |",
-             "|" + "---|" * 13]
+    lines = ["| block | size | batch | budget s | params M | precision | steps | images seen | "
+             "train img/s | loader img/s | best val Dice | full-res Dice | train s | device |",
+             "|" + "---|" * 14]
     for r in runs:
         s = json.loads((r / "summary.json").read_text())
         c = json.loads((r / "config.json").read_text())
@@ -203,7 +211,7 @@ def _training_table(runs: list[Path]) -> list[str]:
         budget = c["train"].get("time_budget_s")
         lines.append(f"| {s['block']} | {c['size'][0]}x{c['size'][1]} | "
                      f"{c['train']['batch_size']} | {'-' if budget is None else f'{budget:.0f}'} | "
-                     f"{s['params'] / 1e6:.2f} | {s['steps']} | "
+                     f"{s['params'] / 1e6:.2f} | {_precision_of(s)} | {s['steps']} | "
                      f"{s['images_seen']} | {s['images_per_s']:.1f} | "
                      f"{s['loader_images_per_s']:.0f} | {s['best_val_dice']:.4f} | "
                      f"{'-' if full is None else f'{full:.4f}'} | {s['train_seconds']:.0f} | "
@@ -211,8 +219,61 @@ def _training_table(runs: list[Path]) -> list[str]:
     return lines
 
 
+def _curves_precision(runs: list[Path]) -> str:
+    """Names the precision the Dice curves were trained in (chosen by --amp)."""
+    used: dict[str, list[str]] = {}
+    for r in runs:
+        s = json.loads((r / "summary.json").read_text())
+        used.setdefault(_precision_of(s), []).append(s["block"])
+    if len(used) == 1:
+        return f"The Dice curves were trained in **{next(iter(used))}** (every block)."
+    return "The Dice curves were trained in: " + "; ".join(
+        f"**{p}** ({', '.join(b)})" for p, b in used.items()) + "."
+
+
+def _speed_section(o: CompareOptions, runs: list[Path], speeds: dict | None) -> list[str]:
+    if not speeds:
+        return []
+    from lkmseg.bench.precision import report_lines
+
+    blocks = {r.name: json.loads((r / "summary.json").read_text())["block"] for r in runs}
+    machine = speeds.get("machine", {})
+    return ["## Training speed per precision", "",
+            f"Training images/s of each block in each precision this machine runs natively, "
+            f"each in its fastest memory layout, measured interleaved after training at "
+            f"{o.size[0]}x{o.size[1]}, batch {o.batch_size} ({machine.get('cpu', '?')}, "
+            f"flags {' '.join(machine.get('cpu_flags', [])) or '-'}, "
+            f"torch {machine.get('torch', '?')}, {machine.get('threads', '?')} threads).", "",
+            *report_lines(speeds["best"], blocks), ""]
+
+
+def train_speed_per_precision(o: CompareOptions, runs: list[Path], console) -> dict:
+    """Each run's model in each native precision (best layout each), interleaved; saved as
+    train_speed_per_precision.json beside the report."""
+    from lkmseg import hw
+    from lkmseg.bench.precision import best_per_precision, measure_per_precision
+    from lkmseg.config import load_config
+    from lkmseg.fsutil import write_json
+    from lkmseg.train.runtime import resolve_device
+
+    cfgs = {r.name: load_config(r) for r in runs}
+    dev = str(resolve_device(o.device))
+    if console:
+        console.print(f"measuring training speed per precision "
+                      f"({', '.join(hw.native_precisions(dev))}), interleaved…")
+    res = measure_per_precision({k: c.model for k, c in cfgs.items()}, o.size, o.batch_size,
+                                device=dev)
+    best = best_per_precision(res)
+    out = {"machine": hw.machine_info(dev), "size": list(o.size), "batch": o.batch_size,
+           "best": best, "all": {k: vars(t) for k, t in res.items()}}
+    write_json(o.out / "train_speed_per_precision.json",
+               {**out, "best": {p: {m: vars(t) for m, t in by.items()}
+                                for p, by in best.items()}})
+    return out
+
+
 def write_report(o: CompareOptions, runs: list[Path], rows: list[dict], ctx: dict,
-                 exports: dict, figures: list[Path]) -> Path:
+                 exports: dict, figures: list[Path], speeds: dict | None = None) -> Path:
     first = json.loads((runs[0] / "config.json").read_text())
     data = first["data"]
     rs = ratios(rows)
@@ -225,7 +286,9 @@ def write_report(o: CompareOptions, runs: list[Path], rows: list[dict], ctx: dic
              f"{o.size[0]}x{o.size[1]}, batch {o.batch_size}, on {ctx['device']} "
              f"(runs trained one after another; a busy machine during one run penalises it).",
              "", "## Training", "", *_training_table(runs), "",
+             _curves_precision(runs), "",
              "![Dice vs images seen and wall time](curves.png)", "",
+             *_speed_section(o, runs, speeds),
              "## Headline ratios (separable vs square, same K)", ""]
     lines += [f"- {x}" for x in ratio_lines(rs)] or ["- no separable/square pair among the blocks"]
     from lkmseg.bench.verdict import separable_table
@@ -256,13 +319,14 @@ def run_compare(o: CompareOptions, console=None) -> Path:
     opts = BenchOptions(engines=o.engines, batch_sizes=o.batch_sizes, device=o.device,
                         train=True, reps=o.bench_reps, limit=o.limit, export_missing=False)
     rows, ctx = bench(runs, None, opts, console)
+    speeds = train_speed_per_precision(o, runs, console)
     figures = save(rows, ctx, o.out)
     figures = [f for f in figures if f.suffix == ".png"]
     figures.append(curves_figure(runs, o.out / "curves.png"))
     sweep = kernel_sweep_figure(ratios(rows), o.out / "kernel_sweep.png")
     if sweep:
         figures.append(sweep)
-    report = write_report(o, runs, rows, ctx, exports, figures)
+    report = write_report(o, runs, rows, ctx, exports, figures, speeds)
     if console:
         from lkmseg.bench.report import print_table
 

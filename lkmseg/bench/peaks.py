@@ -95,10 +95,10 @@ def measure_peaks(device: str, engines: list[str], threads: int) -> dict[str, fl
                 "fp16": _best(matmul_peak_gflops(device, dtype=torch.float16)),
                 "bf16": _best(matmul_peak_gflops(device, dtype=torch.bfloat16)),
                 "int8": None}
-    from lkmseg.engines.cpu_flags import native_bf16
+    from lkmseg.hw import cpu_bf16
 
     ov = "openvino" in engines and _openvino_installed()
-    bf16 = native_bf16() is not False
+    bf16 = cpu_bf16() is not False
     secs = 1.0  # the best rate in a second: a busy machine needs a window to show its peak
     return {"fp32": _best(matmul_peak_gflops(device, seconds=secs),
                           openvino_peak("fp32", threads) if ov else None),

@@ -102,6 +102,11 @@ def before_loading(run: Path, eng: str, prec: str, device: str) -> Verdict:
     ok, why = engine_class(eng).available(prec, device)
     if not ok:
         return skipped(why)
+    if eng == "torch" and prec == "bf16":
+        from lkmseg import hw
+
+        if not hw.native_bf16(device):
+            return skipped(f"torch bf16 not measured: {hw.why_not_bf16(device)}")
     path = model_file(run, eng, prec)
     if not path.is_file():
         return _absent(run, path, prec)

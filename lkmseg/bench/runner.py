@@ -156,7 +156,7 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
     ctx = {"device": device, "inputs": inputs.origin, "n_images": len(inputs.images),
            "dice_kind": "ground truth" if inputs.has_masks else "agreement with torch fp32",
            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), **_machine(), "load_before": _load()}
+           "threads": torch.get_num_threads(), **_machine(device), "load_before": _load()}
     ctx["peaks"] = measure_peaks(device, opts.engines, torch.get_num_threads())
     ctx["peak_gflops"] = ctx["peaks"]["fp32"]
     if device == "cuda":
@@ -177,15 +177,17 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
     return rows, ctx
 
 
-def _machine() -> dict:
-    """The CPU, and the OpenMP wait policy torch's threads run with: on a busy machine the
-    default (spinning) policy can make PyTorch eager several times slower than PASSIVE, so a
-    torch-relative figure means little without it."""
+def _machine(device: str) -> dict:
+    """The machine (CPU model and flags, cores, memory, library versions, see
+    ``hw.machine_info``) and the OpenMP wait policy torch's threads run with: on a busy machine
+    the default (spinning) policy can make PyTorch eager several times slower than PASSIVE, so
+    a torch-relative figure means little without it."""
     import os
 
-    from lkmseg.engines.cpu_flags import cpu_model, describe_isa
+    from lkmseg.hw import describe_isa, machine_info
 
-    return {"cpu": cpu_model(), "cpu_flags": describe_isa(),
+    info = machine_info(device)
+    return {"machine": info, "cpu": info["cpu"], "cpu_flags": describe_isa(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
 
 

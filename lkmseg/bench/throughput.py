@@ -13,7 +13,7 @@ from lkmseg.config import TrainConfig
 from lkmseg.data.cache import cache_root
 from lkmseg.models import ModelConfig, build_model
 from lkmseg.train.losses import bce_dice_loss
-from lkmseg.train.runtime import choose_amp, choose_channels_last, resolve_device
+from lkmseg.train.runtime import Choice, choose_precision_layout, resolve_device
 
 
 @dataclass
@@ -24,24 +24,36 @@ class Throughput:
     step_ms: list[float]
     precision: str
     channels_last: bool
+    why: str = ""  # how precision and layout were chosen
 
 
-def _make_step(mcfg: ModelConfig, size: tuple[int, int], batch: int, device: torch.device,
-               tcfg: TrainConfig):
+@dataclass
+class Variant:
+    """One model trained one way: ``amp`` / ``channels_last`` as ``lkmseg train`` takes them
+    (auto = the measured, cached choice that training would make)."""
+
+    model: ModelConfig
+    amp: str = "auto"
+    channels_last: str = "auto"
+
+
+def _make_step(v: Variant, size: tuple[int, int], batch: int, device: torch.device,
+               compile_: bool):
     torch.manual_seed(0)
-    model = build_model(mcfg)
-    amp, use_scaler = choose_amp(device, tcfg.amp)
-    cl = choose_channels_last(tcfg.channels_last, model, device, (batch, *size), amp,
-                              cache_file=cache_root() / "autotune.json")
+    model = build_model(v.model)
+    choice: Choice = choose_precision_layout(v.amp, v.channels_last, model, device,
+                                             (batch, *size),
+                                             cache_file=cache_root() / "autotune.json")
+    amp, cl = choice.amp_dtype, choice.channels_last
     model = model.to(device).train()
     x = torch.rand(batch, 3, *size, device=device)
     y = (torch.rand(batch, 1, *size, device=device) > 0.5).float()
     if cl:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    net = torch.compile(model) if tcfg.compile else model
+    net = torch.compile(model) if compile_ else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    scaler = torch.amp.GradScaler(device.type, enabled=choice.use_scaler)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -52,8 +64,7 @@ def _make_step(mcfg: ModelConfig, size: tuple[int, int], batch: int, device: tor
         scaler.step(opt)
         scaler.update()
 
-    prec = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
-    return step, prec, cl
+    return step, choice
 
 
 def _sync(device: torch.device) -> None:
@@ -61,21 +72,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_training(models: dict[str, ModelConfig], size: tuple[int, int], batch: int = 8,
-                     rounds: int = 5, steps_per_round: int = 2, warmup: int = 2,
-                     device: str = "auto", tcfg: TrainConfig | None = None,
+def measure_training(models: dict[str, ModelConfig | Variant], size: tuple[int, int],
+                     batch: int = 8, rounds: int = 5, steps_per_round: int = 2,
+                     warmup: int = 2, device: str = "auto", tcfg: TrainConfig | None = None,
                      progress=None) -> dict[str, Throughput]:
-    """images/s per model; rounds interleave the models (A B C A B C ...)."""
+    """images/s per model (a ModelConfig trains as ``tcfg`` says, a Variant as it says);
+    rounds interleave the models (A B C A B C ...)."""
     dev = resolve_device(device)
     tcfg = tcfg or TrainConfig(batch_size=batch)
-    steps = {k: _make_step(m, size, batch, dev, tcfg) for k, m in models.items()}
-    for step, _, _ in steps.values():
+    variants = {k: m if isinstance(m, Variant) else Variant(m, tcfg.amp, str(tcfg.channels_last))
+                for k, m in models.items()}
+    steps = {k: _make_step(v, size, batch, dev, tcfg.compile) for k, v in variants.items()}
+    for step, _ in steps.values():
         for _ in range(warmup):
             step()
         _sync(dev)
     times: dict[str, list[float]] = {k: [] for k in models}
     for r in range(rounds):
-        for name, (step, _, _) in steps.items():
+        for name, (step, _) in steps.items():
             _sync(dev)
             t0 = time.perf_counter()
             for _ in range(steps_per_round):
@@ -85,7 +99,8 @@ def measure_training(models: dict[str, ModelConfig], size: tuple[int, int], batc
         if progress:
             progress(r + 1, rounds)
     return {k: Throughput(k, batch / statistics.median(v), batch / min(v),
-                          [round(t * 1000, 2) for t in v], steps[k][1], steps[k][2])
+                          [round(t * 1000, 2) for t in v], steps[k][1].precision,
+                          steps[k][1].channels_last, steps[k][1].why)
             for k, v in times.items()}
 
 

@@ -21,11 +21,11 @@ import numpy as np
 
 from lkmseg import __version__
 from lkmseg.engines.base import Engine
-from lkmseg.engines.cpu_flags import machine_key
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
 from lkmseg.files.export_report import gate_verdict, read_report
 from lkmseg.fsutil import write_json
+from lkmseg.hw import cpu_key
 
 Candidate = tuple[str, str | None, str]  # engine, precision, device
 CACHE_VERSION = 1
@@ -84,7 +84,7 @@ def _versions() -> str:
 
 
 def cache_key(src: ModelSource, cands: list[Candidate], size: tuple[int, int]) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION}|{__version__}|{machine_key()}|{_versions()}|"
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{__version__}|{cpu_key()}|{_versions()}|"
                      f"{size[0]}x{size[1]}".encode())
     for name, prec, dev in cands:
         h.update(f"|{name}/{prec}/{dev}".encode())

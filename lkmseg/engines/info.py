@@ -54,8 +54,8 @@ def environment() -> dict[str, Any]:
         env["onnxruntime_device"] = ort.get_device()
     except ImportError:
         env["onnxruntime_providers"] = []
-    from lkmseg.engines.cpu_flags import cpu_model, describe_isa
     from lkmseg.engines.onnxruntime_engine import physical_cores
+    from lkmseg.hw import cpu_model, describe_isa
 
     env["cpu"] = {"name": cpu_model(), "physical_cores": physical_cores(),
                   "flags": describe_isa()}

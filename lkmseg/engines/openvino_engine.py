@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from lkmseg.engines.base import Engine, to_numpy
-from lkmseg.engines.cpu_flags import native_bf16, native_int8
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
+from lkmseg.hw import cpu_bf16, cpu_int8
 
 OV_PRECISIONS = ("fp32", "bf16", "int8")
 FILE_FOR = {"fp32": "fp32", "bf16": "fp32", "int8": "int8"}  # precision -> ONNX file key
@@ -57,7 +57,7 @@ def capabilities() -> frozenset[str]:
 
 
 def bf16_status() -> tuple[bool, str]:
-    flags = native_bf16()
+    flags = cpu_bf16()
     if "BF16" not in capabilities() or flags is False:
         return False, "no AVX512-BF16/AMX on this CPU (bf16 would be emulated: use fp32 or int8)"
     return True, "native bf16 (AVX512-BF16/AMX)"
@@ -135,7 +135,7 @@ class OpenVinoEngine(Engine):
         if precision == "bf16":
             return bf16_status()
         if precision == "int8":
-            fast = native_int8()
+            fast = cpu_int8()
             return True, ("int8 with VNNI/AMX" if fast or fast is None else
                           "int8 without VNNI/AMX: runs, but not faster than fp32")
         return True, "openvino CPU fp32"

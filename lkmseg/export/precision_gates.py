@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lkmseg.engines.cpu_flags import native_bf16, native_int8
 from lkmseg.export import accuracy_gate as ag
 from lkmseg.export import quantize as q
 from lkmseg.files.layout import ONNX_FILES
+from lkmseg.hw import cpu_bf16, cpu_int8
 
 REJECTED = "model.int8.rejected.onnx"
 CANDIDATE = ".model.int8.candidate.onnx"
@@ -60,7 +60,7 @@ def float_candidates(files: dict[str, Path], torch_bf16: Callable[[], object] | 
                 ("openvino/bf16", lambda: _openvino(f32, "bf16"))]
     if "onnx_fp16" in files:
         out.append(("onnxruntime/fp16", lambda: _onnxruntime(files["onnx_fp16"], "fp16")))
-    if torch_bf16 is not None and native_bf16():
+    if torch_bf16 is not None and cpu_bf16():
         out.append(("torch/bf16", torch_bf16))
     return out
 
@@ -98,7 +98,7 @@ class PrecisionGates:
     def int8(self, fp32: Path, res: GateOutcome) -> None:
         pool, origin = q.calibration_paths(self.cfg, self.opts.calib_dir)
         q.first_file(pool)
-        reduce_range = native_int8() is False
+        reduce_range = cpu_int8() is False
         entry = {"calibration": {"origin": origin, "available": len(pool)}, "attempts": [],
                  "tolerance": self.opts.tolerance, "checked_on": []}
         cand, best = self.out / CANDIDATE, None

@@ -31,7 +31,6 @@ from lkmseg.models import build_model, count_params
 from lkmseg.train.distributed import (
     all_max,
     broadcast_buffers,
-    broadcast_flag,
     convert_sync_bn,
     decide_on_rank0,
     rank0_first,
@@ -40,8 +39,8 @@ from lkmseg.train.logs import TRAIN_FIELDS, VAL_FIELDS, CsvLog
 from lkmseg.train.losses import bce_dice_loss, dice_per_image
 from lkmseg.train.runtime import (
     Runtime,
-    choose_amp,
-    choose_channels_last,
+    choose_precision_layout,
+    describe_choice,
     init_distributed,
     resolve_device,
 )
@@ -174,24 +173,34 @@ def _agree(flag: bool, rt: Runtime) -> bool:
     return bool(t.item() > 0)
 
 
-def _build_runtime(cfg: RunConfig, device_name: str, model: nn.Module) -> Runtime:
+def _recorded_choice(run_dir: Path) -> dict | None:
+    """The precision/layout a run recorded at its start (config.json "runtime"), if any."""
+    import json
+
+    try:
+        rec = json.loads((run_dir / "config.json").read_text()).get("runtime")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_config already vetted the file; no record only costs a measurement
+    return rec if isinstance(rec, dict) else None
+
+
+def _build_runtime(cfg: RunConfig, device_name: str, model: nn.Module,
+                   notify=None, previous: dict | None = None) -> Runtime:
     rank, world, local = init_distributed(device_name)
     device = resolve_device(device_name)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local)
-    amp, scaler = choose_amp(device, cfg.train.amp)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    cl = False
-    if rank == 0 or str(cfg.train.channels_last).lower() != "auto":
-        cl = choose_channels_last(str(cfg.train.channels_last), model, device,
-                                  (cfg.train.batch_size, *cfg.size), amp,
-                                  cache_file=cache_root() / "autotune.json")
-    # DDP needs the same parameter layout on every rank: rank 0's measurement decides.
-    cl = broadcast_flag(cl, device if device.type == "cuda" else torch.device("cpu"))
-    return Runtime(device, amp, scaler, cl, rank, world)
+    t = cfg.train
+    # DDP needs the same precision and parameter layout on every rank: rank 0's choice (its
+    # measurement, or the cached one) decides for all.
+    choice = decide_on_rank0(lambda: choose_precision_layout(
+        t.amp, str(t.channels_last), model, device, (t.batch_size, *cfg.size),
+        cache_file=cache_root() / "autotune.json", notify=notify, previous=previous))
+    return Runtime.from_choice(device, choice, rank, world)
 
 
 class Trainer:
@@ -203,7 +212,9 @@ class Trainer:
         self.error: UserError | None = None  # a rank-0 write that failed (see _io)
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg.model)
-        self.rt = rt = _build_runtime(cfg, device, model)
+        self.rt = rt = _build_runtime(cfg, device, model,
+                                      console.print if console is not None else None,
+                                      _recorded_choice(run_dir) if resume else None)
         if rt.world > 1 and cfg.train.sync_bn:
             model = convert_sync_bn(model, rt.device)
         model = model.to(rt.device)
@@ -443,7 +454,9 @@ def _summary(tr: Trainer, status: str, loader_ips: float, full_res: float | None
         "step_seconds": st.step_time_s, "steps": st.step, "images_seen": images,
         "epochs": st.step / tr.source.steps_per_epoch, "skipped_steps": st.skipped_steps,
         "size": list(cfg.size), "batch_size": cfg.train.batch_size, "world_size": rt.world,
-        "device": rt.describe(), "status": status, "lkmseg": __version__,
+        "device": rt.describe(), "precision": rt.choice.precision,
+        "channels_last": rt.channels_last, "precision_why": rt.choice.why, "status": status,
+        "lkmseg": __version__,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
     }
 
@@ -572,11 +585,12 @@ def train_run(cfg: RunConfig, data_dir: str | Path | None = None, out: str | Pat
                                               console, is_main))
     tr = Trainer(cfg, run_dir, prep, device, resume is not None, console)
     if is_main:  # written once the run can start: a failed start leaves no half-made folder
-        write_json(run_dir / "config.json", cfg.to_dict())
+        write_json(run_dir / "config.json", {**cfg.to_dict(), "runtime": tr.rt.choice.to_dict()})
     if console is not None and tr.rt.is_main:
         console.print(prep.describe())
         console.print(f"run {run_dir}: block {cfg.model.block}, "
                       f"{count_params(tr.model) / 1e6:.2f} M params, {tr.rt.describe()}")
+        console.print(describe_choice(tr.rt.choice), highlight=False)
     by_time = tr.total is None or bool(cfg.train.time_budget_s)
     total = cfg.train.time_budget_s if by_time else tr.total
     bar = _bar(console if tr.rt.is_main else None, total, by_time)

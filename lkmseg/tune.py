@@ -1,0 +1,81 @@
+"""Pick the fastest of a few ways to run the same work, by measuring it once per machine and
+configuration, and remember the answer (``$LKMSEG_CACHE/autotune.json``).
+
+Used for training (precision x memory layout, ``lkmseg.train.runtime``) and inference (the
+torch engine's layout and precision). Candidates are timed interleaved, round-robin, so a
+machine that gets busier during the measurement does not favour the one measured first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from lkmseg.errors import UserError
+
+Clock = Callable[[], float]
+
+
+def time_candidates(fns: dict[str, Callable[[], None]], budget_s: float, rounds: int = 3,
+                    clock: Clock = time.perf_counter) -> dict[str, float]:
+    """Best seconds per call of each candidate. One warm-up call each (not counted), then up
+    to ``rounds`` interleaved timed calls each; rounds after the first are skipped once
+    ``budget_s`` (the whole measurement, warm-up included) is spent."""
+    start = clock()
+    for fn in fns.values():
+        fn()
+    best = {k: float("inf") for k in fns}
+    for r in range(rounds):
+        if r and clock() - start > budget_s:
+            break
+        for k, fn in fns.items():
+            t0 = clock()
+            fn()
+            best[k] = min(best[k], clock() - t0)
+    return best
+
+
+def fastest(seconds: dict[str, float]) -> str:
+    """The candidate with the lowest time; ties go to the first listed."""
+    return min(seconds, key=lambda k: (seconds[k], list(seconds).index(k)))
+
+
+def cache_file() -> Path:
+    from lkmseg.data.cache import cache_root
+
+    return cache_root() / "autotune.json"
+
+
+def key_text(key: dict) -> str:
+    return json.dumps(key, sort_keys=True)
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # missing or damaged: it is only a cache, measure again
+    return data if isinstance(data, dict) else {}
+
+
+def cached(key: dict, path: str | os.PathLike | None = None) -> dict | None:
+    """The stored record for ``key`` (a dict), or None."""
+    rec = _read(Path(path or cache_file())).get(key_text(key))
+    return rec if isinstance(rec, dict) else None
+
+
+def remember(key: dict, record: dict, path: str | os.PathLike | None = None) -> None:
+    """Store ``record`` under ``key``; a cache that cannot be written only costs a
+    re-measurement next time."""
+    from lkmseg.fsutil import write_json
+
+    path = Path(path or cache_file())
+    data = _read(path)
+    data[key_text(key)] = {**record, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        write_json(path, data)
+    except UserError:
+        pass
