@@ -34,7 +34,9 @@ class TrainConfig:
     amp: str = "auto"  # auto | off | bf16 | fp16
     channels_last: str = "auto"  # auto (measured on CPU) | on | off
     compile: bool = False
-    workers: int = 1  # prefetch threads' queue depth; 0 = load in the training thread
+    # batches a background thread prepares ahead; 0 = in the training thread; None = auto
+    # (see train.loop.prefetch_depth: ahead on GPU or where a core is spare)
+    workers: int | None = None
     seed: int = 0
     val_frac: float = 0.25
     augment: bool = True

@@ -111,6 +111,35 @@ def test_tensorrt_plan_and_openvino_ir(run, tmp_path):
     assert "TensorRT 10.13.0" in (tmp_path / "repo" / "README.md").read_text()
 
 
+def test_int8_entries_only_where_the_gate_passed(run, tmp_path):
+    ex = _export_copy(run, tmp_path)
+    shutil.copy(run / "export" / "model.onnx", ex / "model.int8.onnx")
+    gate = {"tolerance": 0.005, "candidates": {
+        "onnxruntime/int8": {"dice": 0.9612, "delta": -0.0011, "passed": True},
+        "openvino/int8": {"dice": 0.9500, "delta": -0.0123, "passed": False}}}
+    (ex / "report.json").write_text(json.dumps({"formats": {}, "accuracy_gate": gate}))
+    res = write_triton_repo(ex, tmp_path / "repo", ex.parent)
+    assert sorted(res.models) == ["run-onnxruntime", "run-onnxruntime-int8", "run-openvino"]
+    cfg = parse(res.models["run-onnxruntime-int8"] / "config.pbtxt")
+    assert cfg.name == "run-onnxruntime-int8" and cfg.backend == "onnxruntime"
+    assert [g.kind for g in cfg.instance_group] == [pb.ModelInstanceGroup.KIND_CPU]
+    p = params(cfg)
+    assert p["lkmseg_precision"] == "int8" and "-0.0011" in p["lkmseg_accuracy_gate"]
+    assert params(parse(res.models["run-onnxruntime"] / "config.pbtxt"))["lkmseg_precision"] == \
+        "fp32"
+    assert filecmp.cmp(res.models["run-onnxruntime-int8"] / "1" / "model.onnx",
+                       ex / "model.int8.onnx", shallow=False)
+    (note,) = [n for n in res.notes if "int8" in n]
+    assert note.startswith("no openvino-int8 model") and "-0.0123" in note
+    readme = (tmp_path / "repo" / "README.md").read_text()
+    assert "`run-onnxruntime-int8` | onnxruntime | 8" in readme and "| int8 |" in readme
+    # a report that never checked INT8 (no gate entries): no INT8 entry at all
+    (ex / "report.json").write_text(json.dumps({"formats": {}}))
+    res = write_triton_repo(ex, tmp_path / "repo2", ex.parent)
+    assert not [m for m in res.models if m.endswith("-int8")]
+    assert len([n for n in res.notes if "not checked" in n]) == 2
+
+
 def test_static_exports_have_no_batch_dimension(run, tmp_path):
     ex = _export_copy(run, tmp_path)
     model = onnx.load(str(ex / "model.onnx"))

@@ -119,7 +119,8 @@ def export_cmd(
     and every runtime x precision against the accuracy gate.
 
     Writes RUN/export/{model.onnx, model.fp16.onnx, model.int8.onnx, model.engine(+.json),
-    report.json}; --triton REPO adds a Triton model repository (REPO/<run>-<backend>/). INT8:
+    report.json}; --triton REPO adds a Triton model repository (REPO/<run>-<backend>/, plus
+    <run>-<backend>-int8/ for onnxruntime/openvino where the INT8 file passed its gate). INT8:
     ONNX Runtime static QDQ, per-channel, calibrated on the run's training images, checked in
     ONNX Runtime and OpenVINO: its Dice vs ground truth on the validation images must stay
     within --int8-tolerance of fp32, else fixed fallback recipes are tried (float first/last

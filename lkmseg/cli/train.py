@@ -31,7 +31,11 @@ def train_cmd(
     amp: Annotated[str, typer.Option(help="auto, off, bf16 or fp16.")] = "auto",
     channels_last: Annotated[str, typer.Option(help="auto (measured), on or off.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
-    workers: Annotated[int, typer.Option(min=0, help="Batches prefetched ahead.")] = 2,
+    workers: Annotated[int | None, typer.Option(
+        min=0, help="Batches a background thread prepares ahead; 0 = in the training thread. "
+                    "Default: ahead on a GPU or where a CPU core is spare; in the training "
+                    "thread when torch uses every core (a loader thread would contend with "
+                    "the training threads).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     val_every: Annotated[Optional[int],
                          typer.Option(min=1, help="Steps between validations.")] = None,

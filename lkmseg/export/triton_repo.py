@@ -6,6 +6,8 @@ For a cluster that runs Triton's own backends (no Python in the request path)::
     REPO/<name>-onnxruntime/config.pbtxt  + 1/model.onnx   (onnxruntime backend, CPU or GPU)
     REPO/<name>-openvino/config.pbtxt     + 1/model.xml/.bin (IR) or 1/model.onnx (OpenVINO)
     REPO/<name>-tensorrt/config.pbtxt     + 1/model.plan   (only when RUN/export has an engine)
+    REPO/<name>-onnxruntime-int8/, REPO/<name>-openvino-int8/  + 1/model.onnx (the INT8 QDQ
+        file, only where export shipped it and its accuracy gate passed in that runtime)
 
 Every model takes the preprocessed batch — float32 (B, 3, H, W), RGB, x/255, resized to the
 training size — and returns logits (B, 1, H, W): the config's ``parameters`` spell the
@@ -125,10 +127,14 @@ def _onnx_model(src: Path, meta: dict, o: TritonRepoOptions) -> _Model:
     return _Model("onnxruntime", {ONNX: src}, mb, ins, outs, "KIND_AUTO")
 
 
-def _openvino_model(export_dir: Path, meta: dict, o: TritonRepoOptions) -> _Model:
+def _openvino_model(export_dir: Path, meta: dict, o: TritonRepoOptions,
+                    onnx: Path | None = None) -> _Model:
     mb, ins, outs = _onnx_shapes(meta, o.max_batch)
     params = {"NUM_STREAMS": str(o.instances),
               "PERFORMANCE_HINT": "LATENCY" if o.instances == 1 else "THROUGHPUT"}
+    if onnx is not None:  # a given ONNX file (the INT8 one)
+        return _Model("openvino", {ONNX: onnx}, mb, ins, outs, "KIND_CPU",
+                      [("default_model_filename", ONNX)], params)
     if all((export_dir / f).is_file() for f in IR):
         files = {f: export_dir / f for f in IR}
         extra: Message = []
@@ -136,6 +142,33 @@ def _openvino_model(export_dir: Path, meta: dict, o: TritonRepoOptions) -> _Mode
         files = {ONNX: export_dir / ONNX}
         extra = [("default_model_filename", ONNX)]
     return _Model("openvino", files, mb, ins, outs, "KIND_CPU", extra, params)
+
+
+def _int8_models(export_dir: Path, meta: dict, o: TritonRepoOptions
+                 ) -> tuple[dict[str, _Model], list[str]]:
+    """The INT8 QDQ file for each backend whose run of it passed export's accuracy gate (both
+    ONNX Runtime and OpenVINO execute Q/DQ pairs as int8 on the CPU)."""
+    from lkmseg.files.export_report import gate_verdict, read_report
+
+    src = export_dir / ONNX_FILES["int8"]
+    if not src.is_file():
+        return {}, []
+    report = read_report(export_dir)
+    models, notes = {}, []
+    for backend in ("onnxruntime", "openvino"):
+        if backend not in o.backends:
+            continue
+        ok, why = gate_verdict(report, backend, "int8")
+        if not ok:
+            notes.append(f"no {backend}-int8 model ({src.name}): {why}")
+            continue
+        m = (_onnx_model(src, meta, o) if backend == "onnxruntime"
+             else _openvino_model(export_dir, meta, o, onnx=src))
+        m.kind = "KIND_CPU"  # int8 QDQ is a CPU path (VNNI/AMX); GPUs get TensorRT
+        m.params = {**m.params, "lkmseg_precision": "int8",
+                    "lkmseg_accuracy_gate": f"passed: {why}"}
+        models[f"{backend}-int8"] = m
+    return models, notes
 
 
 def _tensorrt_model(engine: Path, o: TritonRepoOptions) -> _Model:
@@ -167,7 +200,7 @@ def config_message(name: str, m: _Model, meta: dict[str, str], contract: dict[st
                                           round(o.queue_delay_ms * 1000))]))
     msg.append(("instance_group", [("count", o.instances), ("kind", Enum(m.kind))]))
     msg += m.extra
-    return msg + parameters({**m.params, **contract})
+    return msg + parameters({**contract, **m.params})  # a model's own precision wins
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -182,6 +215,9 @@ def _plan(export_dir: Path, o: TritonRepoOptions, meta: dict) -> tuple[dict[str,
         models["onnxruntime"] = _onnx_model(export_dir / ONNX, meta, o)
     if "openvino" in o.backends:
         models["openvino"] = _openvino_model(export_dir, meta, o)
+    int8, int8_notes = _int8_models(export_dir, meta, o)
+    models.update(int8)
+    notes += int8_notes
     if "tensorrt" in o.backends:
         if (export_dir / ENGINE).is_file():
             models["tensorrt"] = _tensorrt_model(export_dir / ENGINE, o)

@@ -8,7 +8,6 @@ exactly where the last checkpoint stopped.
 from __future__ import annotations
 
 import math
-import platform
 import signal
 import sys
 import time
@@ -20,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lkmseg import __version__
+from lkmseg import __version__, hw
 from lkmseg.config import RunConfig
 from lkmseg.data.cache import cache_root
 from lkmseg.data.loader import BatchSource, Prefetcher
@@ -235,6 +234,7 @@ class Trainer:
             self.net = torch.compile(self.net)
         self.source = BatchSource(data.train_images, data.train_masks, cfg.train.batch_size,
                                   cfg.train.seed, cfg.train.augment, rt.device, rt.rank, rt.world)
+        self.prefetch = prefetch_depth(cfg.train.workers, rt.device)
         self.total = total_steps(cfg, self.source.steps_per_epoch)
         self.tlog = self.vlog = None
         if rt.is_main:  # only rank 0 writes files
@@ -455,9 +455,10 @@ def _summary(tr: Trainer, status: str, loader_ips: float, full_res: float | None
         "epochs": st.step / tr.source.steps_per_epoch, "skipped_steps": st.skipped_steps,
         "size": list(cfg.size), "batch_size": cfg.train.batch_size, "world_size": rt.world,
         "device": rt.describe(), "precision": rt.choice.precision,
-        "channels_last": rt.channels_last, "precision_why": rt.choice.why, "status": status,
+        "channels_last": rt.channels_last, "precision_why": rt.choice.why,
+        "prefetch_batches": tr.prefetch[0], "prefetch_why": tr.prefetch[1], "status": status,
         "lkmseg": __version__,
-        "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__, "machine": hw.machine_info(rt.device),
     }
 
 
@@ -479,10 +480,32 @@ def _bar(console, total: float, by_time: bool):
                     console=console, transient=False, disable=console is None)
 
 
+def prefetch_depth(workers: int | None, device: torch.device) -> tuple[int, str]:
+    """(batches a background thread prepares ahead, why): ``--workers`` when given; else
+    ahead on a GPU (CPU work overlaps GPU work) or where torch leaves a CPU core spare, and in
+    the training thread when torch's threads use every core. The loader's tensor ops run in
+    an OpenMP team of their own, so a loader thread on busy cores preempts the training
+    threads, which wait for each other at every parallel region (on a 2-core Xeon, 5x5 at
+    256x256: 1.55x slower steps with the thread, 5% slower without; benchmarks/RESULTS.md)."""
+    import os
+
+    if workers is not None:
+        return workers, f"--workers {workers}"
+    if device.type == "cuda":
+        return 2, "auto: a loader thread prepares 2 batches ahead while the GPU trains"
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    if cores > threads:
+        return 2, (f"auto: a loader thread prepares 2 batches ahead on the {cores - threads} "
+                   f"core(s) torch's {threads} threads leave spare")
+    return 0, (f"auto: batches are made in the training thread (torch's {threads} threads use "
+               f"all {cores} cores; a loader thread would contend with them)")
+
+
 def run_loop(tr: Trainer, stop: _StopFlag, bar, task) -> str:
     """Train until done or stopped; returns "complete" or "interrupted"."""
     st, cfg, rt = tr.state, tr.cfg, tr.rt
-    pf = Prefetcher(tr.source, st.step, depth=cfg.train.workers) if cfg.train.workers else None
+    depth = tr.prefetch[0]
+    pf = Prefetcher(tr.source, st.step, depth=depth) if depth else None
     last_val = (st.step, st.elapsed_s)
     ips, t_prev = float("nan"), time.perf_counter()
     status = "complete"
@@ -591,6 +614,7 @@ def train_run(cfg: RunConfig, data_dir: str | Path | None = None, out: str | Pat
         console.print(f"run {run_dir}: block {cfg.model.block}, "
                       f"{count_params(tr.model) / 1e6:.2f} M params, {tr.rt.describe()}")
         console.print(describe_choice(tr.rt.choice), highlight=False)
+        console.print(f"data loading: {tr.prefetch[1]}", highlight=False)
     by_time = tr.total is None or bool(cfg.train.time_budget_s)
     total = cfg.train.time_budget_s if by_time else tr.total
     bar = _bar(console if tr.rt.is_main else None, total, by_time)
