@@ -217,3 +217,21 @@ def test_a_busy_machines_measurement_is_not_cached(model, cpu_flags, fake_measur
     assert c.precision == "bf16" and "busy" in c.why and "9.0" in c.why
     choose_precision_layout("auto", "auto", model, CPU, (8, 32, 32), cache)
     assert len(calls) == 2 and not cache.exists()
+
+
+def test_loader_thread_only_where_it_can_overlap(monkeypatch):
+    """A background loader only where its work does not take the training threads' cores."""
+    from lkmseg.train.loop import prefetch_depth
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    depth, why = prefetch_depth(None, cpu)
+    assert depth == 0 and "all 2 cores" in why
+    assert prefetch_depth(3, cpu) == (3, "--workers 3")  # asked for: honoured
+    assert prefetch_depth(0, torch.device("cuda"))[0] == 0
+    assert prefetch_depth(None, torch.device("cuda"))[0] == 2  # CPU work overlaps the GPU's
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    depth, why = prefetch_depth(None, cpu)
+    assert depth == 2 and "8 core(s)" in why
