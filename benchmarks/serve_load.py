@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,26 +41,17 @@ from rich.table import Table
 from lkmseg.data.imageio import read_image, read_mask
 from lkmseg.fsutil import write_json
 from lkmseg.serve.client import SegmentClient, batch_stats
+from lkmseg.serve.server import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 con = Console()
 
 
 def machine() -> dict:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return {"cpu": info.get("Model name", "?").strip(), "cpus": os.cpu_count(),
-            "flags": info.get("Flags", "").strip(), "loadavg_start": os.getloadavg()}
+    """CPU model, cores, flags, memory, library versions (hw.machine_info) + the load."""
+    from lkmseg.hw import machine_info
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    return {**machine_info("cpu"), "loadavg_start": os.getloadavg()}
 
 
 def load_images(folder: Path, n: int, work: Path) -> tuple[list[str], list[np.ndarray], Path]:

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from lkmseg.data.transforms import logit_threshold, preprocess
 from lkmseg.engines import load_engine
 from lkmseg.predict import predict_arrays
 from lkmseg.serve.segmenter import BadRequest, Segmenter, check_images, resize_logits
+from lkmseg.serve.server import free_ports
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,20 +38,11 @@ QUEUE_DELAY_MS = 30  # long enough that requests sent together are batched toget
 MAX_SIDE = 2048  # the 20000x20000 case of the load test, at a test-sized cost
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
 
 class _Server:
     def __init__(self, run: Path, log: Path) -> None:
         self.run, self.log_path = run, log
-        self.http_port, self.grpc_port, self.metrics_port = _free_ports(3)
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         cmd = [sys.executable, "-m", "lkmseg", "serve", str(run), "--address", "127.0.0.1",
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--metrics-port", str(self.metrics_port), "--logits", "--max-batch", "8",

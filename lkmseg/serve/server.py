@@ -73,6 +73,19 @@ def _check_options(o: ServeOptions) -> None:
         raise UserError(f"--name {o.model_name!r}: use letters, digits, '.', '_' and '-' only")
 
 
+def free_ports(n: int, address: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports the OS says are free on ``address`` now (for tests and benchmarks
+    that start servers; another process may still take one before it is bound)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((address, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def check_port_free(address: str, port: int, option: str) -> None:
     """UserError when ``port`` cannot be bound on ``address`` (in use, or not allowed)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
