@@ -26,6 +26,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,9 +66,21 @@ def load_images(folder: Path, n: int, work: Path) -> tuple[list[str], list[np.nd
     return [f.stem for f in files], [read_image(f) for f in files], link_dir
 
 
-def reference_masks(run: Path, images: Path, out: Path, stems: list[str]) -> list[np.ndarray]:
+def served_engine(banner: str) -> tuple[str, str]:
+    """(engine, precision) from the server's banner, e.g. 'lkmseg: openvino (int8, cpu, ...'."""
+    m = re.search(r": (\w+) \((\w+),", banner)
+    if m is None:
+        raise SystemExit(f"cannot read the engine from the server's banner: {banner!r}")
+    return m.group(1), m.group(2)
+
+
+def reference_masks(run: Path, images: Path, out: Path, stems: list[str],
+                    engine: tuple[str, str]) -> list[np.ndarray]:
+    """`lkmseg predict` with the engine and precision the server runs (auto may choose
+    differently per batch shape, and an INT8 model's masks differ from fp32's by design),
+    one image per call."""
     cmd = [sys.executable, "-m", "lkmseg", "predict", str(run), str(images), "--out", str(out),
-           "--no-progress"]
+           "--no-progress", "--engine", engine[0], "--precision", engine[1], "--batch-size", "1"]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, timeout=900)
     return [read_mask(out / f"{s}.png") for s in stems]
 
@@ -387,13 +400,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         work = Path(tmp)
         stems, images, folder = load_images(a.images, a.n_images, work)
-        refs = reference_masks(a.run, folder, work / "predict", stems)
         res["images"] = {"n": len(images), "sizes": sorted({f"{i.shape[1]}x{i.shape[0]}"
                                                              for i in images})}
         servers = start_servers(a, work, images)
         res["servers"] = [{"instances": v.instances, "startup_seconds": round(v.startup_s, 2),
                            "banner": v.output().split("serving ", 1)[1].splitlines()[0]}
                           for v in servers]
+        engines = {served_engine(s["banner"]) for s in res["servers"]}
+        if len(engines) != 1:
+            raise SystemExit(f"the servers run different engines: {sorted(engines)}")
+        res["reference"] = "lkmseg predict --engine {} --precision {} --batch-size 1".format(
+            *engines.pop())
+        refs = reference_masks(a.run, folder, work / "predict", stems,
+                               served_engine(res["servers"][0]["banner"]))
         res["phases"] = run_phases(servers, a, images, refs)
         res["bad_requests"] = [] if a.only_load else bad_requests(servers[0], images[0])
         res["stop"] = []
