@@ -96,7 +96,7 @@ class Serve:
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--metrics-port", str(self.metrics_port), "--max-batch", str(args.max_batch),
                "--queue-delay-ms", str(args.queue_delay_ms), "--instances", str(instances),
-               "--exit-timeout", "20"]
+               "--exit-timeout", "20", "--engine", args.engine]
         self._log = open(log, "w")  # noqa: SIM115 — closed in wait()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -343,6 +343,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--protocols", default="http,grpc")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--engine", default="auto", help="lkmseg serve --engine")
     ap.add_argument("--queue-delay-ms", type=float, default=2.0)
     ap.add_argument("--instances", default="1", help="model instances; a list (1,2) starts "
                     "one server per value and interleaves their phases")
