@@ -120,3 +120,21 @@ def test_real_carvana_split(carvana_dir: Path):
     train, val = split_by_group(items, 0.25, seed=0)
     assert len({i.group for i in val}) == 6 and len(val) == 96
     assert not {i.group for i in train} & {i.group for i in val}
+
+
+def test_hsv_round_trip_and_known_hues():
+    """The augmentation's colour conversions: exact hues of primaries, identity round trip
+    (the closed-form hsv->rgb must equal the six-sector table it replaced)."""
+    import torch
+
+    from lkmseg.data.transforms import _hsv_to_rgb, _rgb_to_hsv
+
+    prim = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0.5, 0.5, 0.5], [0, 0, 0]],
+                        dtype=torch.float32).T.reshape(1, 3, 1, 6)
+    h, s, v = _rgb_to_hsv(prim)[0, :, 0]
+    assert torch.allclose(h, torch.tensor([0, 1 / 3, 2 / 3, 1 / 6, 0, 0]), atol=1e-6)
+    assert torch.allclose(s, torch.tensor([1, 1, 1, 1, 0, 0.0]))
+    assert torch.allclose(v, torch.tensor([1, 1, 1, 1, 0.5, 0]))
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert (_hsv_to_rgb(_rgb_to_hsv(x)) - x).abs().max() < 1e-5
+    assert (_hsv_to_rgb(_rgb_to_hsv(prim)) - prim).abs().max() < 1e-6
