@@ -44,9 +44,17 @@ def two_runs(tiny_run):
 
 def test_bench_every_column_or_skip_reason(two_runs, tmp_path):
     out = tmp_path / "bench"
+    for run in two_runs:  # untrained: INT8 may miss a 0.005 gate; this test is about columns
+        res = CliRunner().invoke(app, ["export", str(run), "--parity-images", "4",
+                                       "--int8-tolerance", "0.9"])
+        assert res.exit_code == 0, res.output
     r = CliRunner().invoke(app, ["bench", *map(str, two_runs), "--source",
                                  str(SAMPLES), "--batch-sizes", "1,2", "--reps", "3",
-                                 "--limit", "4", "--out", str(out)])
+                                 "--limit", "4", "--out", str(out),
+                                 # untrained models: an INT8 row's Dice on 4 images may move by
+                                 # more than 0.005 (the gate itself is tested in
+                                 # test_bench_verdict / test_openvino_int8)
+                                 "--dice-tolerance", "1"])
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "bench.json").read_text())
     assert all(list(row) == COLUMNS for row in rows)
