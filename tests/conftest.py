@@ -103,3 +103,15 @@ def write_pairs(root: Path, layout: str = "carvana", groups: int = 4, views: int
             else:
                 cv2.imwrite(str(msk_dir / f"{stem}.png"), mask)
     return root
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory) -> Path:
+    """A tiny 1x5 run exported once per session (tests/test_export.py's shared export),
+    shared by the engine, predict, serve, Triton and GPU-fake tests. Files that need another
+    run define their own ``run`` fixture, which takes precedence."""
+    from test_export import shared_export
+
+    run, res = shared_export(tmp_path_factory)
+    assert res.exit_code == 0, res.output
+    return run

@@ -11,7 +11,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_export import shared_export
 
 from lkmseg.data.transforms import preprocess
 from lkmseg.engines import ENGINE_NAMES, load_engine, resolve_model
@@ -22,13 +21,6 @@ from lkmseg.engines.tensorrt_runtime import ProfileShapes
 from lkmseg.errors import UserError
 from lkmseg.export.tensorrt_build import profile_shapes
 from lkmseg.files.sidecar import check_compatible
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    run, res = shared_export(tmp_path_factory)
-    assert res.exit_code == 0, res.output
-    return run
 
 
 @pytest.fixture(scope="module")

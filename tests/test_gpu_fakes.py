@@ -14,7 +14,6 @@ import torch
 from fakes.models import reference, tiny_onnx
 from fakes.onnxruntime_fake import CPU, CUDA, TRT, make_onnxruntime
 from fakes.tensorrt_fake import make_tensorrt
-from test_export import shared_export
 
 from lkmseg.config import RunConfig
 from lkmseg.engines import load_engine
@@ -279,13 +278,6 @@ def test_tensorrt_provider_names_a_tensorrt_of_the_wrong_major(fake_ort, monkeyp
     fake_ort(loadable=(CUDA, CPU))  # TensorRT 11 installed: libnvinfer.so.10 is missing
     ok, why = ort_eng.provider_works(TRT)
     assert not ok and "tensorrt-cu13 11.4.0.106 is installed" in why and "TensorRT 10" in why
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    run, res = shared_export(tmp_path_factory)
-    assert res.exit_code == 0, res.output
-    return run
 
 
 @pytest.mark.parametrize("max_ir", [10, 99])  # onnx newer than onnxruntime, or not

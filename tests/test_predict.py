@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_export import shared_export
 from typer.testing import CliRunner
 
 from lkmseg.cli.app import app
@@ -19,13 +18,6 @@ from lkmseg.engines import load_engine
 from lkmseg.predict import predict_arrays
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    run, res = shared_export(tmp_path_factory)
-    assert res.exit_code == 0, res.output
-    return run
 
 
 def _blobs(h: int, w: int, seed: int) -> np.ndarray:

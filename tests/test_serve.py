@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SAMPLES
-from test_export import shared_export
 from typer.testing import CliRunner
 
 from lkmseg.cli.app import app
@@ -87,9 +86,7 @@ class _Server:
 
 
 @pytest.fixture(scope="session")
-def served_run(tmp_path_factory) -> Path:
-    run, res = shared_export(tmp_path_factory)
-    assert res.exit_code == 0, res.output
+def served_run(run) -> Path:
     return run
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import onnx
 import pytest
-from test_export import shared_export
 from typer.testing import CliRunner
 
 from lkmseg.cli.app import app
@@ -23,13 +22,6 @@ pb = pytest.importorskip("tritonclient.grpc.model_config_pb2",
                          reason="Triton's model_config schema comes with the 'serve' extra "
                                 "(tritonclient): pip install 'lkmseg[serve]'")
 text_format = pytest.importorskip("google.protobuf.text_format")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    run, res = shared_export(tmp_path_factory)
-    assert res.exit_code == 0, res.output
-    return run
 
 
 def parse(config: Path):
