@@ -64,7 +64,16 @@ def test_bench_every_column_or_skip_reason(two_runs, tmp_path):
     combos = {(x["engine"], x["precision"]) for x in ok}
     assert {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
             ("onnxruntime", "int8")} <= combos, [(x["engine"], x["status"]) for x in rows]
-    assert len(ok) == 2 * 2 * len(combos)
+    per_model: dict[str, set] = {}
+    for x in ok:
+        per_model.setdefault(x["model"], set()).add((x["engine"], x["precision"]))
+    # every combo that runs for a model runs at both batch sizes (OpenVINO int8 may be
+    # skipped for one model only: its answers varied between loads at export)
+    assert len(per_model) == 2 and len(ok) == 2 * sum(map(len, per_model.values()))
+    for x in skipped:
+        if (x["engine"], x["precision"]) == ("openvino", "int8") and "openvino" in {
+                e for e, _ in per_model[x["model"]]}:
+            assert "answers vary between loads" in x["status"], x["status"]
     assert all(x["status"].startswith("skipped: ") for x in skipped)
     from lkmseg import hw
 

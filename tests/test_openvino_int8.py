@@ -59,6 +59,12 @@ def _copy(run: Path, dst: Path) -> Path:
     return dst
 
 
+def _ov_int8_varies(run: Path) -> bool:
+    """Export found OpenVINO's INT8 answers changing from one load to the next (this 1x5 model
+    on an AMX CPU: OpenVINO's int8 1xk kernels); asserted in both cases below."""
+    return _report(run)["accuracy_gate"]["candidates"]["openvino/int8"]["reproducible"] is False
+
+
 def test_export_writes_gated_int8(trained):
     ex = trained / "export"
     assert (ex / "model.int8.onnx").is_file() and not (ex / "model.int8.rejected.onnx").exists()
@@ -69,16 +75,28 @@ def test_export_writes_gated_int8(trained):
     int8 = rep["formats"]["onnx_int8"]
     assert int8["status"] == "shipped" and int8["passed"] and int8["recipe"]
     assert int8["calibration"]["origin"].startswith("training images of the run")
-    assert set(int8["checked_on"]) == {"onnxruntime", "openvino"}
+    varies = _ov_int8_varies(trained)
+    deciding = ("onnxruntime",) if varies else ("onnxruntime", "openvino")
+    assert set(int8["checked_on"]) == set(deciding)
     # parity figures on the parity images, beside the other formats' (not a verdict)
     assert int8["mask_dice_vs_torch"] > 0.9 and int8["max_abs_logit_diff"] > 0
     assert int8["gate_dice"] == min(int8["attempts"][-1]["runtimes"][k]["dice"]
-                                    for k in ("onnxruntime", "openvino"))
+                                    for k in deciding)
     gate = rep["accuracy_gate"]
     assert gate["tolerance"] == 0.005 and gate["reference"]["dice"] > 0.8
     cands = gate["candidates"]
-    for key in ("onnxruntime/int8", "openvino/int8", "openvino/fp32", "onnxruntime/fp32"):
-        c = cands[key]
+    ov8 = cands["openvino/int8"]
+    if varies:  # reported with its figures, never passed
+        assert not ov8["passed"] and ov8["repro_min_mask_dice"] < 0.999
+        assert "vary between loads" in ov8["reason"]
+    keys = ("onnxruntime/int8", "openvino/fp32", "onnxruntime/fp32", "openvino/bf16",
+            "torch/bf16")
+    for key in keys if varies else (*keys, "openvino/int8"):
+        c = cands.get(key)
+        if c is None or "AVX512-BF16" in c.get("reason", ""):  # no native bf16 here
+            assert not BF16, key
+            continue
+        assert c["reproducible"] and c["repro_min_mask_dice"] >= 0.999, (key, c)
         assert c["passed"] and c["delta"] >= -0.005, (key, c)
         assert c["dice"] == pytest.approx(gate["reference"]["dice"] + c["delta"], abs=1e-4)
     assert cands["openvino/fp32"]["mask_dice_vs_torch"] > 0.999
@@ -106,6 +124,8 @@ def test_every_engine_and_precision_agrees_with_torch(trained):
         one = np.concatenate([eng(x[i : i + 1]) for i in range(3)])  # latency path
         masks = postprocess(out, [i.shape[:2] for i in imgs])
         assert min(dice(a, b) for a, b in zip(masks, ref_masks)) > 0.95, (name, prec)
+        if (name, prec) == ("openvino", "int8") and _ov_int8_varies(trained):
+            continue  # its masks change with each load here (asserted in the export test)
         if prec == "int8":  # int8 kernels differ between the two modes: compare masks
             singles = postprocess(one, [i.shape[:2] for i in imgs])
             assert min(dice(a, b) for a, b in zip(masks, singles)) > 0.95, (name, prec)
@@ -191,7 +211,13 @@ def test_bench_every_runtime_and_precision(trained, tmp_path):
     rows = json.loads((out / "bench.json").read_text())
     by = {(r["engine"], r["precision"], r["batch"]): r for r in rows}
     want_ok = [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"),
-               ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8")]
+               ("onnxruntime", "int8"), ("openvino", "fp32")]
+    if _ov_int8_varies(trained):  # not timed, and bench does not fail for it
+        st = next(r["status"] for r in rows if r["engine"] == "openvino"
+                  and r["precision"] == "int8")
+        assert st.startswith("skipped: openvino int8: answers vary between loads"), st
+    else:
+        want_ok.append(("openvino", "int8"))
     want_ok += [("openvino", "bf16"), ("torch", "bf16")] if BF16 else []
     ctx = json.loads((out / "bench_context.json").read_text())
     for eng, prec in want_ok:
@@ -218,14 +244,15 @@ def test_bench_broken_file_is_failed_and_exits_2(trained, tmp_path):
     run = _copy(trained, tmp_path / "run")
     (run / "export" / "model.int8.onnx").write_bytes(b"\x08\x07garbage")
     out = tmp_path / "bench"
-    res = runner.invoke(app, ["bench", str(run), "--engines", "torch,openvino", "--batch-sizes",
+    eng8 = "onnxruntime" if _ov_int8_varies(trained) else "openvino"  # (varies: not loaded)
+    res = runner.invoke(app, ["bench", str(run), "--engines", f"torch,{eng8}", "--batch-sizes",
                               "1", "--reps", "3", "--limit", "4", "--no-train", "--out",
                               str(out)])
     assert res.exit_code == 2, res.output
     rows = json.loads((out / "bench.json").read_text())
-    row = next(r for r in rows if r["engine"] == "openvino" and r["precision"] == "int8")
+    row = next(r for r in rows if r["engine"] == eng8 and r["precision"] == "int8")
     assert row["status"].startswith("failed: ") and "model.int8.onnx" in row["status"]
-    assert next(r for r in rows if r["engine"] == "openvino" and r["precision"] == "fp32"
+    assert next(r for r in rows if r["engine"] == eng8 and r["precision"] == "fp32"
                 )["status"] == "ok"
 
 
@@ -244,6 +271,17 @@ def test_auto_picks_the_fastest_measured_and_caches_it(trained, tmp_path, monkey
           "openvino int8": 4.0, "torch bf16": 18.0}
     calls: list[str] = []
     monkeypatch.setattr(auto_mod, "_time_engine", _fake_timer(ms, calls))
+    if _ov_int8_varies(trained):
+        eng = load_engine("auto", trained, precision="int8")  # never the one that varies
+        assert (eng.name, eng.precision) == ("onnxruntime", "int8")
+        assert any(s.startswith("openvino int8: answers vary") for s in eng.skipped)
+        # auto's ranking is the subject below: a copy whose report says it is reproducible
+        trained = _copy(trained, tmp_path / "same")
+        rep = _report(trained)
+        rep["accuracy_gate"]["candidates"]["openvino/int8"].update(reproducible=True,
+                                                                    passed=True)
+        (trained / "export" / "report.json").write_text(json.dumps(rep))
+        calls.clear()
     eng = load_engine("auto", trained)
     assert (eng.name, eng.precision) == ("openvino", "int8")
     assert "auto chose openvino int8" in eng.auto_choice and "4.00 ms" in eng.auto_choice

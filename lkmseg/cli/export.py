@@ -70,8 +70,13 @@ def gate_table(gate: dict, int8: dict | None):
         t.add_column(col, justify="left" if col in ("runtime / precision", "verdict")
                      else "right")
     for key, c in gate.get("candidates", {}).items():
-        verdict = ("[green]pass[/]" if c.get("passed") else "[red]FAIL[/]") if "dice" in c \
-            else f"[yellow]{escape(c.get('reason', c.get('status', '?')))}[/]"
+        if "dice" not in c:
+            verdict = f"[yellow]{escape(c.get('reason', c.get('status', '?')))}[/]"
+        elif c.get("reproducible") is False:
+            verdict = (f"[red]varies between loads[/] (mask Dice "
+                       f"{c.get('repro_min_mask_dice', 0):.3f}): not used")
+        else:
+            verdict = "[green]pass[/]" if c.get("passed") else "[red]FAIL[/]"
         t.add_row(key, _fmt(c.get("dice"), ".4f"), _fmt(c.get("delta"), "+.4f"),
                   _fmt(c.get("mask_dice_vs_torch"), ".4f"), verdict)
     if int8:

@@ -53,6 +53,8 @@ def gate_verdict(report: dict | None, engine: str, precision: str) -> tuple[bool
     if entry is None:
         return False, (f"{engine} {precision} accuracy not checked by export; "
                        "re-export with `lkmseg export RUN`")
+    if entry.get("reproducible") is False:
+        return False, entry.get("reason") or "answers vary between loads on this machine"
     tol = gate.get("tolerance")
     dice, delta = entry.get("dice"), entry.get("delta")
     figures = (f"Dice {dice:.4f} ({delta:+.4f} vs fp32, gate {tol})"
