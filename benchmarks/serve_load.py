@@ -88,15 +88,17 @@ def reference_masks(run: Path, images: Path, out: Path, stems: list[str],
 class Serve:
     """`lkmseg serve` as a subprocess on loopback."""
 
-    def __init__(self, run: Path, log: Path, args: argparse.Namespace, instances: int) -> None:
-        self.instances = instances
+    def __init__(self, run: Path, log: Path, args: argparse.Namespace,
+                 instances: int | None) -> None:
+        self.instances = instances  # None: serve's default, read from its banner when ready
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
         self.log_path = log
         cmd = [sys.executable, "-m", "lkmseg", "serve", str(run), "--address", "127.0.0.1",
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--metrics-port", str(self.metrics_port), "--max-batch", str(args.max_batch),
-               "--queue-delay-ms", str(args.queue_delay_ms), "--instances", str(instances),
-               "--exit-timeout", "20", "--engine", args.engine]
+               "--queue-delay-ms", str(args.queue_delay_ms), "--exit-timeout", "20",
+               "--engine", args.engine]
+        cmd += ["--instances", str(instances)] if instances is not None else []
         self._log = open(log, "w")  # noqa: SIM115 — closed in wait()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -345,8 +347,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--engine", default="auto", help="lkmseg serve --engine")
     ap.add_argument("--queue-delay-ms", type=float, default=2.0)
-    ap.add_argument("--instances", default="1", help="model instances; a list (1,2) starts "
-                    "one server per value and interleaves their phases")
+    ap.add_argument("--instances", default="default", help="model instances; a list (1,2) "
+                    "starts one server per value and interleaves their phases; 'default' "
+                    "leaves lkmseg serve's own (one per core on CPU)")
     ap.add_argument("--time-limit", type=float, default=1800, help="seconds for all phases")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-load", action="store_true", help="skip the bad-request and stop "
@@ -382,9 +385,11 @@ def run_phases(servers: list[Serve], a: argparse.Namespace, images: list,
 
 def start_servers(a: argparse.Namespace, work: Path, images: list) -> list[Serve]:
     servers = []
-    for inst in (int(i) for i in a.instances.split(",")):
-        srv = Serve(a.run, work / f"serve-{inst}.log", a, inst)
+    for inst in (None if i == "default" else int(i) for i in a.instances.split(",")):
+        srv = Serve(a.run, work / f"serve-{inst or 'default'}.log", a, inst)
         srv.startup_s = srv.wait_ready()
+        if srv.instances is None:
+            srv.instances = int(re.search(r"(\d+) instance\(s\)", srv.output()).group(1))
         with SegmentClient(srv.url("http")) as c:  # warm-up
             for im in images[:4]:
                 c.segment(im)

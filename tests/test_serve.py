@@ -136,6 +136,11 @@ def test_start_banner_and_readiness(live, engine):
                    f"127.0.0.1:{live.grpc_port}", f"127.0.0.1:{live.metrics_port}/metrics",
                    engine.name, "client.infer(\"lkmseg\""):  # auto's cached, measured choice
         assert needle in out
+    from lkmseg.engines.onnxruntime_engine import physical_cores
+
+    # predict's choice (the same cached measurement), one instance per core by default
+    assert f"auto chose {engine.name} {engine.precision}" in out
+    assert f"{min(8, physical_cores())} instance(s)" in out
     with _client(live) as c:
         assert c.ready()
 
@@ -363,3 +368,24 @@ def test_sigterm_finishes_in_flight_requests_then_exits(live, engine):
     assert "torn" not in kinds and kinds.count("ok") > 0
     assert any(k == "ok" and t > t_term for t, k in results)  # in flight at SIGTERM: answered
     assert "Exit timeout expired" not in live.output() and exit_s < 10  # a graceful exit
+
+
+def test_default_instances_one_per_core_on_cpu_one_on_gpu(monkeypatch):
+    from lkmseg.engines import factory
+    from lkmseg.engines import onnxruntime_engine as ore
+    from lkmseg.serve import server as srv
+
+    monkeypatch.setattr(ore, "physical_cores", lambda: 4)
+    monkeypatch.setattr(factory, "_gpu_present", lambda: False)
+    assert srv.default_instances(srv.ServeOptions()) == 4
+    o = srv.ServeOptions(instances=4)
+    assert srv._engine_kw(o) == {"threads": 1}  # the cores are shared, not oversubscribed
+    assert srv._engine_kw(srv.ServeOptions(instances=2, engine="openvino")) == {"threads": 2}
+    assert srv._engine_kw(srv.ServeOptions(instances=1)) == {}
+    monkeypatch.setattr(ore, "physical_cores", lambda: 64)
+    assert srv.default_instances(srv.ServeOptions()) == srv.MAX_AUTO_INSTANCES
+    assert srv.default_instances(srv.ServeOptions(device="cuda")) == 1
+    assert srv.default_instances(srv.ServeOptions(engine="tensorrt")) == 1
+    monkeypatch.setattr(factory, "_gpu_present", lambda: True)
+    assert srv.default_instances(srv.ServeOptions()) == 1
+    assert srv.default_instances(srv.ServeOptions(device="cpu")) == 8

@@ -24,6 +24,7 @@ def banner(server) -> str:  # noqa: ANN001 — lkmseg.serve.Server, imported laz
     lines = [
         f"serving {name}: {server.engine}; images resized to {cfg.size[0]}x{cfg.size[1]}, "
         f"threshold {server.threshold:g}",
+        *([f"  {server.engines[0].auto_choice}"] if server.engines[0].auto_choice else []),
         f"  dynamic batching: up to {o.max_batch} images, {o.queue_delay_ms:g} ms queue delay, "
         f"{o.instances} instance(s)",
         f"  input:   image uint8 (B,H,W,3) RGB, largest side {o.max_side}",
@@ -55,8 +56,9 @@ def serve_cmd(
                                                 "forms (images).")] = 8,
     queue_delay_ms: Annotated[float, typer.Option(help="How long a request may wait for "
                                                        "others to batch with.")] = 2.0,
-    instances: Annotated[int, typer.Option(help="Model instances, each its own engine, run "
-                                                "in parallel (on CPU: one per core).")] = 1,
+    instances: Annotated[int | None, typer.Option(
+        help="Model instances, each its own engine, run in parallel (default: one per "
+             "physical core on CPU, each with that core's threads; 1 on a GPU).")] = None,
     logits: Annotated[bool, typer.Option("--logits", help="Also offer a 'logits' output "
                                                           "(float32, image size).")] = False,
     threshold: Annotated[float | None, typer.Option(help="Mask threshold on the sigmoid "

@@ -83,9 +83,10 @@ def _versions() -> str:
     return ",".join(out)
 
 
-def cache_key(src: ModelSource, cands: list[Candidate], size: tuple[int, int]) -> str:
+def cache_key(src: ModelSource, cands: list[Candidate], size: tuple[int, int],
+              options: str = "") -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{__version__}|{cpu_key()}|{_versions()}|"
-                     f"{size[0]}x{size[1]}".encode())
+                     f"{size[0]}x{size[1]}|{options}".encode())
     for name, prec, dev in cands:
         h.update(f"|{name}/{prec}/{dev}".encode())
         for f in candidate_files(src, name, prec):
@@ -148,10 +149,11 @@ def explain(choice: str, ms: dict[str, float], size: tuple[int, int], when: str)
 
 
 def choose(src: ModelSource, cands: list[Candidate], load: Callable[[Candidate], Engine],
-           size: tuple[int, int], skipped: list[str]) -> Engine:
-    """Load the cached winner, or measure every candidate and cache the winner."""
+           size: tuple[int, int], skipped: list[str], options: str = "") -> Engine:
+    """Load the cached winner, or measure every candidate and cache the winner (per engine
+    ``options`` too: one thread per serve instance can rank the engines otherwise)."""
     by_label = {label(c): c for c in cands}
-    key = cache_key(src, cands, size)
+    key = cache_key(src, cands, size, options)
     cached = read_cached(key)
     if cached and cached["choice"] in by_label:
         try:

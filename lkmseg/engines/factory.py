@@ -144,7 +144,9 @@ def auto_engine(src: ModelSource, precision: str | None = None, device: str = "a
         return engine_class(c[0]).from_source(src, precision=c[1], device=c[2], **opts)
 
     size = tuple(int(s) for s in src.config.size)
-    eng = choose(src, plan, load, size, skipped)  # type: ignore[arg-type]
+    # the options (threads: serve's instances share the cores) change what is fastest
+    eng = choose(src, plan, load, size, skipped,  # type: ignore[arg-type]
+                 options=",".join(f"{k}={kw[k]}" for k in sorted(kw)))
     eng.skipped = skipped
     return eng
 
