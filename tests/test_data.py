@@ -122,19 +122,67 @@ def test_real_carvana_split(carvana_dir: Path):
     assert not {i.group for i in train} & {i.group for i in val}
 
 
-def test_hsv_round_trip_and_known_hues():
-    """The augmentation's colour conversions: exact hues of primaries, identity round trip
-    (the closed-form hsv->rgb must equal the six-sector table it replaced)."""
+def _scene(h: int = 48, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (7, 7), 0)
+    mask = np.zeros((h, w), np.uint8)
+    cv2.ellipse(mask, (w // 3, h // 2), (w // 5, h // 4), 0, 0, 360, 1, -1)
+    return img, mask
+
+
+def test_augmentation_geometry_is_the_seed_study_transform():
+    """OpenCV's warp with the composed pixel matrix = torch's affine_grid + grid_sample
+    (align_corners=False, reflection) with the normalised theta, to interpolation rounding."""
+    import math
+
     import torch
+    import torch.nn.functional as F
 
-    from lkmseg.data.transforms import _hsv_to_rgb, _rgb_to_hsv
+    from lkmseg.data.transforms import _affine
 
-    prim = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0.5, 0.5, 0.5], [0, 0, 0]],
-                        dtype=torch.float32).T.reshape(1, 3, 1, 6)
-    h, s, v = _rgb_to_hsv(prim)[0, :, 0]
-    assert torch.allclose(h, torch.tensor([0, 1 / 3, 2 / 3, 1 / 6, 0, 0]), atol=1e-6)
-    assert torch.allclose(s, torch.tensor([1, 1, 1, 1, 0, 0.0]))
-    assert torch.allclose(v, torch.tensor([1, 1, 1, 1, 0.5, 0]))
-    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    assert (_hsv_to_rgb(_rgb_to_hsv(x)) - x).abs().max() < 1e-5
-    assert (_hsv_to_rgb(_rgb_to_hsv(prim)) - prim).abs().max() < 1e-6
+    img, _ = _scene()
+    h, w = img.shape[:2]
+    for u in (np.array([0.1, 0.9, 0.2, 0.8, 0.3]), np.array([0.9, 0.2, 0.7, 0.1, 0.6])):
+        m = _affine(u, h, w, shift=0.0625, scale=0.1, rotate_deg=20, p_flip=0.5)
+        ours = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        flip = -1.0 if u[0] < 0.5 else 1.0
+        s = 1 + (u[1] * 2 - 1) * 0.1
+        ang = (u[2] * 2 - 1) * math.radians(20)
+        c, si = math.cos(ang) / s, math.sin(ang) / s
+        theta = torch.tensor([[[c * flip, -si, (u[3] * 2 - 1) * 0.125],
+                               [si * flip, c, (u[4] * 2 - 1) * 0.125]]], dtype=torch.float32)
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float()
+        grid = F.affine_grid(theta, [1, 3, h, w], align_corners=False)
+        ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                            align_corners=False)[0].permute(1, 2, 0).numpy()
+        diff = np.abs(ours - ref)
+        assert diff.mean() < 0.6 and np.percentile(diff, 99) < 2.5, (diff.mean(), diff.max())
+
+
+def test_augmentation_is_seeded_and_keeps_image_and_mask_aligned():
+    from lkmseg.data.transforms import augment_uint8
+
+    img, mask = _scene()
+    a = augment_uint8(img, mask, 7)
+    b = augment_uint8(img, mask, 7)
+    c = augment_uint8(img, mask, 8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].dtype == np.uint8 and a[0].shape == img.shape
+    assert a[1].dtype == np.uint8 and set(np.unique(a[1])) <= {0, 1}
+    # nothing but a flip: an exact mirror of both
+    fl = augment_uint8(img, mask, 0, shift=0, scale=0, hue=0, sat=0, val=0, p_flip=1.0)
+    assert np.array_equal(fl[0], img[:, ::-1]) and np.array_equal(fl[1], mask[:, ::-1])
+    same = augment_uint8(img, mask, 0, shift=0, scale=0, hue=0, sat=0, val=0, p_flip=0.0)
+    assert np.array_equal(same[0], img) and np.array_equal(same[1], mask)
+    # geometry only: the mask moves with the image (its area changes by the scale at most)
+    g = augment_uint8(img, mask, 3, hue=0, sat=0, val=0)
+    assert abs(int(g[1].sum()) - int(mask.sum())) < 0.25 * mask.sum()
+    # colour only: the mask stays, the image changes within the jitter's reach
+    col = augment_uint8(img, mask, 5, shift=0, scale=0, p_flip=0.0)
+    assert np.array_equal(col[1], mask)
+    d = np.abs(col[0].astype(int) - img.astype(int))
+    assert 0 < d.mean() < 0.25 * 255
+
+

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from lkmseg.data.transforms import augment_batch
+from lkmseg.data.transforms import augment_uint8
 
 
 class BatchSource:
@@ -61,15 +61,17 @@ class BatchSource:
         """(B, 3, H, W) float in [0, 1] and (B, 1, H, W) float {0, 1} on ``device``."""
         t0 = time.perf_counter()
         idx = self.indices(step)  # in global-batch order: shards concatenate to the batch
-        img = torch.from_numpy(self.images[idx]).to(self.device, non_blocking=True)
-        msk = torch.from_numpy(self.masks[idx]).to(self.device, non_blocking=True)
+        imgs, msks = self.images[idx], self.masks[idx]
+        if self.augment:  # seeded per sample, so it does not depend on the rank
+            first = self.rank * self.batch_size
+            pairs = [augment_uint8(imgs[i], msks[i], self.sample_seed(step, first + i))
+                     for i in range(len(idx))]
+            imgs = np.stack([a for a, _ in pairs])
+            msks = np.stack([b for _, b in pairs])
+        img = torch.from_numpy(imgs).to(self.device, non_blocking=True)
+        msk = torch.from_numpy(msks).to(self.device, non_blocking=True)
         img = img.permute(0, 3, 1, 2).float().div_(255.0)
         msk = msk[:, None].float()
-        if self.augment:  # seeded per sample, so it does not depend on the rank; batched work
-            first = self.rank * self.batch_size
-            gens = [torch.Generator().manual_seed(self.sample_seed(step, first + i))
-                    for i in range(img.shape[0])]
-            img, msk = augment_batch(img, msk, gens)
         self.busy_s += time.perf_counter() - t0
         self.produced += img.shape[0]
         return img, msk

@@ -66,67 +66,45 @@ def postprocess(logits: torch.Tensor | np.ndarray, orig_sizes: list[tuple[int, i
 # ----------------------------------------------------------------------------- augmentation
 
 
-def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) in [0,1] -> h,s,v in [0,1]
-    r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    s = delta / maxc.clamp_min(1e-8)
-    dz = delta.clamp_min(1e-8)
-    # (bc - gc, 2 + rc - bc, 4 + gc - rc) of the textbook form, with one division, not three
-    h = torch.where(maxc == r, g - b, torch.where(maxc == g, 2.0 * dz + b - r,
-                                                  4.0 * dz + r - g)) / dz
-    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
-    return torch.stack([h, s, maxc], 1)
+def _affine(u: np.ndarray, h: int, w: int, shift: float, scale: float, rotate_deg: float,
+            p_flip: float) -> np.ndarray:
+    """The 2x3 pixel map output -> input of one sample's flip, scale, rotation and shift: the
+    seed study's transform in torch's normalised coordinates (``affine_grid``,
+    align_corners=False), composed with the pixel <-> normalised maps."""
+    flip = -1.0 if u[0] < p_flip else 1.0
+    s = 1 + (u[1] * 2 - 1) * scale
+    ang = (u[2] * 2 - 1) * math.radians(rotate_deg)
+    tx, ty = (u[3] * 2 - 1) * shift * 2, (u[4] * 2 - 1) * shift * 2
+    cos, sin = math.cos(ang) / s, math.sin(ang) / s
+    theta = np.array([[cos * flip, -sin, tx], [sin * flip, cos, ty], [0, 0, 1]])
+    to_norm = np.array([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
+    to_pix = np.array([[w / 2, 0, (w - 1) / 2], [0, h / 2, (h - 1) / 2], [0, 0, 1]])
+    return (to_pix @ theta @ to_norm)[:2]
 
 
-def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """The closed form c_n = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6, n = 5, 3,
-    1 for r, g, b: the same values as the six-sector table (to float rounding) without
-    stacking and gathering six planes per channel (2-3x faster; augmentation runs in the
-    training thread on CPU, so its cost is training time)."""
-    h, s, v = x.unbind(1)
-    h6, vs = h * 6.0, v * s
-    out = []
-    for n in (5.0, 3.0, 1.0):
-        k = (h6 + n) % 6.0
-        out.append(v - vs * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0))
-    return torch.stack(out, 1)
-
-
-def augment_batch(img: torch.Tensor, mask: torch.Tensor,
-                  gen: torch.Generator | list[torch.Generator],
+def augment_uint8(img: np.ndarray, mask: np.ndarray, seed: int,
                   shift: float = 0.0625, scale: float = 0.1, rotate_deg: float = 0.0,
                   hue: float = 0.03, sat: float = 0.15, val: float = 0.15,
-                  p_flip: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed's augmentations on a batch: horizontal flip, shift-scale(-rotate), HSV jitter.
+                  p_flip: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's augmentations for one sample, in uint8 with OpenCV: horizontal flip,
+    shift-scale(-rotate) (bilinear, reflected border; the mask bilinear then rounded), HSV
+    jitter (OpenCV's 8-bit full-range HSV through one lookup table; skipped when all three
+    ranges are 0).
 
-    img: (B, 3, H, W) float in [0, 1]; mask: (B, 1, H, W) float {0, 1}. ``gen``: one CPU
-    generator for the batch, or one per sample (then a sample's augmentation does not depend
-    on which batch or process it lands in). Either way the work itself is batched.
-    """
-    b = img.shape[0]
-    if isinstance(gen, torch.Generator):
-        u = torch.rand(b, 8, generator=gen)
-    else:
-        u = torch.stack([torch.rand(8, generator=g) for g in gen])  # (B, 8)
-    u = u.to(img.device)
-    flip = (u[:, 0] < p_flip).float() * -2 + 1  # -1 flips x
-    s = 1 + (u[:, 1] * 2 - 1) * scale
-    ang = (u[:, 2] * 2 - 1) * math.radians(rotate_deg)
-    tx, ty = (u[:, 3] * 2 - 1) * shift * 2, (u[:, 4] * 2 - 1) * shift * 2
-    cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
-    theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
-                         torch.stack([sin * flip, cos, ty], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(img.shape), align_corners=False)
-    img = F.grid_sample(img, grid, mode="bilinear", padding_mode="reflection",
-                        align_corners=False)
-    mask = (F.grid_sample(mask, grid, mode="bilinear", padding_mode="reflection",
-                          align_corners=False) > 0.5).float()
-    hsv = _rgb_to_hsv(img.clamp(0, 1))
-    jit = torch.stack([(u[:, 5] * 2 - 1) * hue, 1 + (u[:, 6] * 2 - 1) * sat,
-                       1 + (u[:, 7] * 2 - 1) * val], 1)[..., None, None]  # (B, 3, 1, 1)
-    h = (hsv[:, :1] + jit[:, :1]) % 1.0
-    sv = (hsv[:, 1:] * jit[:, 1:]).clamp(0, 1)
-    img = _hsv_to_rgb(torch.cat([h, sv], 1))
-    return img.contiguous(), mask.contiguous()
+    img: (H, W, 3) RGB uint8; mask: (H, W) uint8 {0, 1}; ``seed`` fixes every draw. Several
+    times less work than the same augmentations on float tensors (which this replaced): on a
+    CPU whose cores all train, data work in the training thread is training time."""
+    u = np.random.default_rng(seed).random(8)
+    h, w = mask.shape
+    m = _affine(u, h, w, shift, scale, rotate_deg, p_flip)
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    img = cv2.warpAffine(img, m, (w, h), flags=flags, borderMode=cv2.BORDER_REFLECT)
+    mask = cv2.warpAffine(mask, m, (w, h), flags=flags, borderMode=cv2.BORDER_REFLECT)
+    if not (hue or sat or val):
+        return img, mask
+    lvl = np.arange(256, dtype=np.float64)
+    lut = np.stack([(lvl + round((u[5] * 2 - 1) * hue * 256)) % 256,
+                    np.clip(np.rint(lvl * (1 + (u[6] * 2 - 1) * sat)), 0, 255),
+                    np.clip(np.rint(lvl * (1 + (u[7] * 2 - 1) * val)), 0, 255)], 1)
+    hsv = cv2.LUT(cv2.cvtColor(img, cv2.COLOR_RGB2HSV_FULL), lut.astype(np.uint8)[:, None])
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL), mask
