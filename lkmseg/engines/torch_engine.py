@@ -219,8 +219,7 @@ class TorchEngine(Engine):
             self.seconds -= time.perf_counter() - t0
         self.precision = prec
         self._set_layout(cl)
-        if cl:
-            xt = xt.contiguous(memory_format=torch.channels_last)
+        xt = xt.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
         y = self._forward(self.model, xt, prec)
         return np.ascontiguousarray(y.float().cpu().numpy())
 

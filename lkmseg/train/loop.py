@@ -99,8 +99,8 @@ def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, rt: Runtim
     for s in range(0, len(idx), batch_size):
         b = idx[s:s + batch_size]
         x = torch.from_numpy(images[b]).to(rt.device).permute(0, 3, 1, 2).float().div_(255)
-        if rt.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last if rt.channels_last
+                         else torch.contiguous_format)
         with rt.autocast():
             logits = model(x)
         y = torch.from_numpy(masks[b]).to(rt.device)[:, None]
@@ -348,8 +348,8 @@ class Trainer:
         lr = lr_at(self.cfg, self.progress())
         for g in self.opt.param_groups:
             g["lr"] = lr
-        if rt.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last if rt.channels_last  # the layout
+                         else torch.contiguous_format)  # chosen, whatever the batch's strides
         with rt.autocast():
             logits = self.net(x)
         loss = bce_dice_loss(logits, y)
