@@ -342,6 +342,17 @@ class Trainer:
 
     # ---------------------------------------------------------------- one step
 
+    def step(self, pf: Prefetcher | None = None) -> tuple[float, float]:
+        """The next batch (from ``pf`` or made here) and one training step: (loss, seconds).
+        What ``run_loop`` times as a step (benchmarks/train_step_ab.py times it too)."""
+        t0 = time.perf_counter()
+        x, y = pf.next() if pf else self.source.batch(self.state.step)
+        loss = self.train_step(x, y)
+        dt = time.perf_counter() - t0
+        self.state.step += 1
+        self.state.step_time_s += dt
+        return loss, dt
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Forward, backward, optimizer step; returns the loss (NaN if the step was skipped)."""
         rt = self.rt
@@ -518,12 +529,7 @@ def run_loop(tr: Trainer, stop: _StopFlag, bar, task) -> str:
             if stopping:
                 status = "interrupted"
                 break
-            t0 = time.perf_counter()
-            x, y = pf.next() if pf else tr.source.batch(st.step)
-            loss = tr.train_step(x, y)
-            dt = time.perf_counter() - t0
-            st.step += 1
-            st.step_time_s += dt
+            loss, dt = tr.step(pf)
             n = cfg.train.batch_size * rt.world
             ips = n / dt if math.isnan(ips) else 0.8 * ips + 0.2 * n / dt
             tr.log_step(loss, ips, st.elapsed_s + time.perf_counter() - t_prev)
