@@ -296,7 +296,7 @@ def summarize(phases: list[dict]) -> dict:
     """Throughput per (instances, protocol, clients), summed over rounds; ratios vs 1 client."""
     agg: dict[str, dict] = {}
     for p in phases:
-        key = f"i{p['instances']}/{p['protocol']}/{p['clients']}"
+        key = f"{p.get('server', 'i' + str(p['instances']))}/{p['protocol']}/{p['clients']}"
         a = agg.setdefault(key, {"requests": 0, "seconds": 0.0})
         a["requests"] += p["requests"]
         a["seconds"] += p["seconds"]
@@ -375,7 +375,7 @@ def run_phases(servers: list[Serve], a: argparse.Namespace, images: list,
                         con.print(f"[yellow]time limit: skipped round {r} {proto} C={c}[/]")
                         continue
                     p = phase(srv, proto, c, a.requests, images, refs, deadline)
-                    p.update(round=r, instances=srv.instances)
+                    p.update(round=r, instances=srv.instances, server=srv.label)
                     con.print(f"round {r} instances {srv.instances} {proto} C={c}: "
                               f"{p['throughput_rps']:.2f} req/s, p50 {p['latency_ms_p50']:.0f} "
                               f"ms, Dice min {p['dice_min']}, batches {p['batches']}")
@@ -388,8 +388,10 @@ def start_servers(a: argparse.Namespace, work: Path, images: list) -> list[Serve
     for inst in (None if i == "default" else int(i) for i in a.instances.split(",")):
         srv = Serve(a.run, work / f"serve-{inst or 'default'}.log", a, inst)
         srv.startup_s = srv.wait_ready()
+        srv.label = f"i{srv.instances}" if srv.instances is not None else "default"
         if srv.instances is None:
             srv.instances = int(re.search(r"(\d+) instance\(s\)", srv.output()).group(1))
+            srv.label = f"default-i{srv.instances}"  # distinct from an explicit value's key
         with SegmentClient(srv.url("http")) as c:  # warm-up
             for im in images[:4]:
                 c.segment(im)

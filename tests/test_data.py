@@ -206,3 +206,22 @@ def test_batches_and_preprocessed_images_are_contiguous_nchw():
         assert not x.is_contiguous(memory_format=torch.channels_last)
     p = preprocess([img, img], (16, 24))
     assert p.shape == (2, 3, 16, 24) and p.is_contiguous()
+
+
+def test_gpu_runs_augment_in_a_pool_with_the_same_results():
+    import torch
+
+    from lkmseg.data.loader import BatchSource
+    from lkmseg.data.transforms import augment_uint8
+
+    img, mask = _scene(32, 48)
+    imgs, msks, seeds = [img] * 6, [mask] * 6, list(range(6))
+    src = BatchSource(np.stack(imgs), np.stack(msks), 6, seed=0)
+    serial = list(src._map(augment_uint8, imgs, msks, seeds))
+    assert src._pool is None  # CPU: in the calling thread
+    src.device = torch.device("cuda")  # (nothing is moved to a device here)
+    pooled = list(src._map(augment_uint8, imgs, msks, seeds))
+    assert src._pool is not None
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(serial, pooled))
+    src._pool.shutdown()

@@ -46,7 +46,7 @@ class _Server:
                "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                "--metrics-port", str(self.metrics_port), "--logits", "--max-batch", "8",
                "--queue-delay-ms", str(QUEUE_DELAY_MS), "--max-side", str(MAX_SIDE),
-               "--exit-timeout", "10"]
+               "--exit-timeout", "10", "--device", "cpu"]
         self._log = open(log, "w")  # noqa: SIM115 — closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -377,15 +377,21 @@ def test_default_instances_one_per_core_on_cpu_one_on_gpu(monkeypatch):
 
     monkeypatch.setattr(ore, "physical_cores", lambda: 4)
     monkeypatch.setattr(factory, "_gpu_present", lambda: False)
-    assert srv.default_instances(srv.ServeOptions()) == 4
+    assert srv.default_instances("onnxruntime", "cpu") == 4
+    assert srv.default_instances("openvino", "auto") == 4
+    assert srv.default_instances("torch", "cpu") == 1  # one thread pool per process
     o = srv.ServeOptions(instances=4)
-    assert srv._engine_kw(o) == {"threads": 1}  # the cores are shared, not oversubscribed
-    assert srv._engine_kw(srv.ServeOptions(instances=2, engine="openvino")) == {"threads": 2}
-    assert srv._engine_kw(srv.ServeOptions(instances=1)) == {}
+    assert srv._engine_kw(o, "onnxruntime") == {"threads": 1}  # the cores shared
+    assert srv._engine_kw(srv.ServeOptions(instances=2), "openvino") == {"threads": 2}
+    assert srv._engine_kw(srv.ServeOptions(instances=1), "onnxruntime") == {}
+    assert srv._engine_kw(o, "torch") == {}
     monkeypatch.setattr(ore, "physical_cores", lambda: 64)
-    assert srv.default_instances(srv.ServeOptions()) == srv.MAX_AUTO_INSTANCES
-    assert srv.default_instances(srv.ServeOptions(device="cuda")) == 1
-    assert srv.default_instances(srv.ServeOptions(engine="tensorrt")) == 1
+    assert srv.default_instances("onnxruntime", "cpu") == srv.MAX_AUTO_INSTANCES
+    for dev in ("cuda", "cuda:1", "gpu", "tensorrt"):
+        assert srv.default_instances("onnxruntime", dev) == 1, dev
+    assert srv.default_instances("tensorrt", "auto") == 1
+    assert srv._engine_kw(srv.ServeOptions(instances=2, device="cuda"), "onnxruntime") == {}
     monkeypatch.setattr(factory, "_gpu_present", lambda: True)
-    assert srv.default_instances(srv.ServeOptions()) == 1
-    assert srv.default_instances(srv.ServeOptions(device="cpu")) == 8
+    assert srv.default_instances("onnxruntime", "auto") == 1
+    assert srv.default_instances("openvino", "auto") == 8  # OpenVINO runs on the CPU here
+    assert srv.default_instances("onnxruntime", "cpu") == 8

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lkmseg.files.export_report import gate_verdict, read_report
+from lkmseg.files.export_report import gate_verdict, read_report, varies
 from lkmseg.files.layout import ENGINE_FILE, EXPORT_DIR, ONNX_FILES, WEIGHT_FILES
 
 REJECTED = "model.int8.rejected.onnx"  # written by export when INT8 misses its gate
@@ -112,13 +112,14 @@ def before_loading(run: Path, eng: str, prec: str, device: str) -> Verdict:
         return _absent(run, path, prec)
     if eng == "tensorrt":
         return _tensorrt_precision(path, prec) or Verdict("ok")
+    report = read_report(run / EXPORT_DIR)
+    why = varies(report, eng, prec)
+    if why is not None:
+        # a property of this runtime on this machine, not of the file: not timed, and no
+        # run of bench fails for it (export's gate table and auto say the same)
+        return skipped(f"{eng} {prec}: {why}")
     if prec in ("bf16", "int8"):
-        report = read_report(run / EXPORT_DIR)
         gate = (report or {}).get("accuracy_gate", {}).get("candidates", {})
-        if gate.get(f"{eng}/{prec}", {}).get("reproducible") is False:
-            # a property of this runtime on this machine, not of the file: not timed, and
-            # no run of bench fails for it (export's gate table and auto say the same)
-            return skipped(f"{eng} {prec}: {gate[f'{eng}/{prec}'].get('reason', 'varies')}")
         if f"{eng}/{prec}" in gate:
             passed, why = gate_verdict(report, eng, prec)
             if not passed:

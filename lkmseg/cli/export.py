@@ -74,7 +74,7 @@ def gate_table(gate: dict, int8: dict | None):
             verdict = f"[yellow]{escape(c.get('reason', c.get('status', '?')))}[/]"
         elif c.get("reproducible") is False:
             verdict = (f"[red]varies between loads[/] (mask Dice "
-                       f"{c.get('repro_min_mask_dice', 0):.3f}): not used")
+                       f"{c.get('repro_mask_dice', 0):.4f}): not used")
         else:
             verdict = "[green]pass[/]" if c.get("passed") else "[red]FAIL[/]"
         t.add_row(key, _fmt(c.get("dice"), ".4f"), _fmt(c.get("delta"), "+.4f"),

@@ -23,7 +23,7 @@ from lkmseg import __version__
 from lkmseg.engines.base import Engine
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
-from lkmseg.files.export_report import gate_verdict, read_report
+from lkmseg.files.export_report import gate_verdict, read_report, varies
 from lkmseg.fsutil import write_json
 from lkmseg.hw import cpu_key
 
@@ -62,6 +62,10 @@ def gated(src: ModelSource, cands: list[Candidate]) -> tuple[list[Candidate], li
     report = read_report(folder) if folder else None
     keep, notes = [], []
     for name, prec, dev in cands:
+        why = varies(report, name, prec or "fp32")
+        if why is not None:
+            notes.append(f"{name} {prec or 'fp32'}: {why}")
+            continue
         if prec in (None, "fp32") or (prec == "fp16" and name in ("torch", "tensorrt")):
             keep.append((name, prec, dev))  # the reference / GPU autocast: parity-checked paths
             continue

@@ -157,7 +157,11 @@ class PrecisionGates:
         entry["failures"] = [] if shipped else [
             f"INT8 misses the accuracy gate after {len(entry['attempts'])} recipes (best: "
             f"{attempt['recipe']}, Dice {attempt['worst_delta']:+.4f} vs fp32, gate "
-            f"-{self.opts.tolerance}); kept as {name}, not shipped; pass --no-int8 to skip INT8"]
+            f"-{self.opts.tolerance}); kept as {name}, not shipped; pass --no-int8 to skip INT8"
+            if checked else
+            f"INT8 not shipped: no runtime here gave the same masks from two loads of the file "
+            f"({', '.join(sorted(attempt['runtimes']))}); kept as {name}; pass --no-int8 to "
+            "skip INT8"]
         res.int8 = entry
         res.failures += entry["failures"]
 

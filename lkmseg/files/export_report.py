@@ -37,11 +37,25 @@ def candidate_key(engine: str, precision: str) -> str:
     return f"{engine}/{precision}"
 
 
+def varies(report: dict | None, engine: str, precision: str) -> str | None:
+    """Why ``engine``/``precision`` is not used on this machine when export found its answers
+    changing from one load of the file to the next (any precision, fp32 included); None when
+    they did not (or it was not checked: reports from before the check)."""
+    gate = (report or {}).get("accuracy_gate") or {}
+    entry = (gate.get("candidates") or {}).get(candidate_key(engine, precision)) or {}
+    if entry.get("reproducible") is False:
+        return entry.get("reason") or "answers vary between loads on this machine"
+    return None
+
+
 def gate_verdict(report: dict | None, engine: str, precision: str) -> tuple[bool, str]:
     """(True, why) when export checked ``engine``/``precision`` and it met its bar.
 
     fp32 is the reference (only its parity can fail it); fp16 has the parity bar; bf16 and
     int8 need a passed entry in ``accuracy_gate``."""
+    why = varies(report, engine, precision)
+    if why is not None:
+        return False, why
     if precision in PARITY_KEY:
         fmt = (report or {}).get("formats", {}).get(PARITY_KEY[precision], {})
         if fmt.get("passed") is False:
@@ -53,8 +67,6 @@ def gate_verdict(report: dict | None, engine: str, precision: str) -> tuple[bool
     if entry is None:
         return False, (f"{engine} {precision} accuracy not checked by export; "
                        "re-export with `lkmseg export RUN`")
-    if entry.get("reproducible") is False:
-        return False, entry.get("reason") or "answers vary between loads on this machine"
     tol = gate.get("tolerance")
     dice, delta = entry.get("dice"), entry.get("delta")
     figures = (f"Dice {dice:.4f} ({delta:+.4f} vs fp32, gate {tol})"

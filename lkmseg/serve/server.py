@@ -60,7 +60,7 @@ def _check_options(o: ServeOptions) -> None:
     if len(set(ports.values())) < 3:
         raise UserError("--http-port, --grpc-port and --metrics-port must differ, got "
                         + ", ".join(f"{k[2:]} {v}" for k, v in ports.items()))
-    checks = [("--max-batch", o.max_batch, 1, 1024), ("--instances", o.instances, 1, 64),
+    checks = [("--max-batch", o.max_batch, 1, 1024), ("--instances", o.instances or 1, 1, 64),
               ("--max-side", o.max_side, 16, 65536), ("--exit-timeout", o.exit_timeout_s, 0, 3600)]
     for opt, v, lo, hi in checks:
         if not lo <= v <= hi:
@@ -102,36 +102,41 @@ def check_port_free(address: str, port: int, option: str) -> None:
 MAX_AUTO_INSTANCES = 8
 
 
-def default_instances(o: ServeOptions) -> int:
-    """One instance per physical core on CPU (each with one core's threads: requests of
-    different clients then run side by side, pre- and post-processing included — measured on
-    2 cores, 1918x1280 requests: 2 instances answered 1.08x faster for one client and 1.30x
-    for four than one instance with both cores); one on a GPU, which batches instead."""
-    from lkmseg.engines import canonical_name
-    from lkmseg.engines.factory import _gpu_present
+def _on_gpu(engine: str, device: str) -> bool:
+    if engine == "openvino":
+        return False
+    if engine == "tensorrt" or device in ("cuda", "gpu", "tensorrt") or device.startswith("cuda:"):
+        return True
+    if device == "auto":
+        from lkmseg.engines.factory import _gpu_present
+
+        return _gpu_present()
+    return False
+
+
+def default_instances(engine: str, device: str) -> int:
+    """Instances when --instances is not given, for the engine that will run (auto already
+    resolved): one per physical core on a CPU for ONNX Runtime and OpenVINO, each with that
+    core's threads — requests of different clients then run side by side, pre- and
+    post-processing included (measured on 2 cores, 1918x1280 requests: 2 instances served
+    1.08-1.20x one instance's throughput for one client, 1.11-1.15x for four); one on a GPU,
+    which batches instead, and one for torch, whose threads are one pool per process."""
     from lkmseg.engines.onnxruntime_engine import physical_cores
 
-    if o.device == "cuda" or canonical_name(o.engine) == "tensorrt" or (
-            o.device == "auto" and _gpu_present()):
+    if engine == "torch" or _on_gpu(engine, device):
         return 1
     return max(1, min(MAX_AUTO_INSTANCES, physical_cores()))
 
 
-def _engine_kw(o: ServeOptions) -> dict[str, Any]:
-    """Share the cores between instances instead of each one taking all of them."""
-    from lkmseg.engines import canonical_name
+def _engine_kw(o: ServeOptions, engine: str) -> dict[str, Any]:
+    """Share the cores between instances instead of each one taking all of them (the
+    engines that take a thread count)."""
     from lkmseg.engines.onnxruntime_engine import physical_cores
 
-    if (o.instances or 1) > 1 and canonical_name(o.engine) in ("auto", "onnxruntime",
-                                                               "openvino"):
+    if (o.instances or 1) > 1 and engine in ("onnxruntime", "openvino") and not _on_gpu(
+            engine, o.device):
         return {"threads": max(1, physical_cores() // o.instances)}
     return {}
-
-
-def _kw_for(engine: str, kw: dict[str, Any]) -> dict[str, Any]:
-    from lkmseg.engines.factory import _ENGINE_KW
-
-    return {k: v for k, v in kw.items() if k in _ENGINE_KW.get(engine, ())}
 
 
 def _shorten_tracebacks(record: logging.LogRecord) -> bool:
@@ -182,26 +187,32 @@ class Server:
         from lkmseg.engines import canonical_name, load_engine, resolve_model
 
         self.options = o = options or ServeOptions()
-        if o.instances is None:
-            o.instances = default_instances(o)
         _check_options(o)
         check_extra()
         for opt, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port),
                           ("--metrics-port", o.metrics_port)):
             check_port_free(o.address, port, opt)
         src = resolve_model(model)
-        kw = _engine_kw(o)
-        if kw and canonical_name(o.engine) == "auto":
+        name = canonical_name(o.engine)
+        if name == "auto" and o.instances != 1:
             # auto chooses as `lkmseg predict` does (all cores, cached per machine), so the
-            # server runs predict's engine and precision; each instance then gets its share
+            # server runs predict's engine and precision; instances then get their share
             chosen = load_engine("auto", src, o.precision, o.device)
-            spec = (chosen.name, chosen.precision, chosen.device)
-            chosen.close()
-            self.engines = [load_engine(spec[0], src, spec[1], spec[2], **_kw_for(spec[0], kw))
-                            for _ in range(o.instances)]
+            if o.instances is None:
+                o.instances = default_instances(chosen.name, chosen.device)
+            kw = _engine_kw(o, chosen.name)
+            first = [] if kw else [chosen]
+            if kw:
+                chosen.close()
+            self.engines = first + [
+                load_engine(chosen.name, src, chosen.precision, chosen.device, **kw)
+                for _ in range(o.instances - len(first))]
             for e in self.engines:
                 e.auto_choice, e.skipped = chosen.auto_choice, chosen.skipped
         else:
+            if o.instances is None:
+                o.instances = default_instances(name, o.device)
+            kw = _engine_kw(o, name)
             self.engines = [load_engine(o.engine, src, o.precision, o.device, **kw)
                             for _ in range(o.instances)]
         self.segmenters = [Segmenter(e, o.threshold, o.logits, o.max_side) for e in self.engines]
