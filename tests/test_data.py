@@ -225,3 +225,24 @@ def test_gpu_runs_augment_in_a_pool_with_the_same_results():
     assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
                for a, b in zip(serial, pooled))
     src._pool.shutdown()
+
+
+def test_postprocess_resizes_logits_like_torch_bilinear():
+    """OpenCV's INTER_LINEAR on the logits = torch's bilinear (align_corners=False) to float
+    rounding; masks are the resized logits above logit(threshold)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lkmseg.data.transforms import logit_threshold, postprocess, resize_logits
+
+    lg = np.random.default_rng(0).standard_normal((2, 1, 16, 24)).astype(np.float32)
+    sizes = [(61, 97), (16, 24)]
+    maps = resize_logits(lg, sizes)
+    ref = F.interpolate(torch.from_numpy(lg[:1]), size=sizes[0], mode="bilinear",
+                        align_corners=False)[0, 0].numpy()
+    assert maps[0].shape == (61, 97) and maps[0].dtype == np.float32
+    assert np.abs(maps[0] - ref).max() < 1e-4
+    assert np.array_equal(maps[1], lg[1, 0])  # same size: untouched
+    masks = postprocess(torch.from_numpy(lg), sizes, 0.7)
+    for m, mp in zip(masks, maps):
+        assert m.dtype == np.uint8 and np.array_equal(m, (mp > logit_threshold(0.7)))

@@ -8,11 +8,11 @@ original size (bilinear on logits) -> mask = logit > logit(threshold).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -50,18 +50,30 @@ def logit_threshold(threshold: float) -> float:
     return math.log(t / (1 - t))
 
 
-def postprocess(logits: torch.Tensor | np.ndarray, orig_sizes: list[tuple[int, int]],
-                threshold: float = 0.5) -> list[np.ndarray]:
-    """Logits (B, 1, h, w) -> one uint8 {0,1} mask per image at its original (H, W)."""
-    lg = torch.as_tensor(logits).float()
-    cut = logit_threshold(threshold)
+def resize_logits(logits: torch.Tensor | np.ndarray,
+                  sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Logits (B, 1, h, w) -> one float32 (H, W) map per image at its original size:
+    bilinear with half-pixel centres (OpenCV's INTER_LINEAR = torch's bilinear with
+    align_corners=False, to float rounding: 2 of 2.5 million mask pixels differed). OpenCV,
+    not torch: 1.4 ms instead of 5.2 ms for a 1918x1280 map, and no OpenMP team per calling
+    thread (a server's instances post-process side by side: 1.7 vs 8.5-9.3 ms each)."""
+    lg = (logits.detach().float().cpu().numpy() if isinstance(logits, torch.Tensor)
+          else np.asarray(logits, dtype=np.float32))
     out = []
-    for i, (h, w) in enumerate(orig_sizes):
-        li = lg[i : i + 1]
-        if li.shape[-2:] != (h, w):
-            li = F.interpolate(li, size=(h, w), mode="bilinear", align_corners=False)
-        out.append((li[0, 0] > cut).to(torch.uint8).cpu().numpy())
+    for i, (h, w) in enumerate(sizes):
+        m = lg[i, 0]
+        if m.shape != (h, w):
+            m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        out.append(np.ascontiguousarray(m, dtype=np.float32))
     return out
+
+
+def postprocess(logits: torch.Tensor | np.ndarray, orig_sizes: Sequence[tuple[int, int]],
+                threshold: float = 0.5) -> list[np.ndarray]:
+    """Logits (B, 1, h, w) -> one uint8 {0,1} mask per image at its original (H, W):
+    ``resize_logits`` then logit > logit(threshold)."""
+    cut = logit_threshold(threshold)
+    return [(m > cut).astype(np.uint8) for m in resize_logits(logits, orig_sizes)]
 
 
 # ----------------------------------------------------------------------------- augmentation

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lkmseg.data.transforms import postprocess, preprocess
+from lkmseg.data.transforms import logit_threshold, preprocess, resize_logits
 from lkmseg.serve.contract import INPUT, LOGITS, MASK, MAX_SIDE
 
 
@@ -47,23 +47,6 @@ def check_images(arr: Any, max_side: int = MAX_SIDE) -> np.ndarray:
     return arr
 
 
-def resize_logits(logits: np.ndarray, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Logits (B, 1, h, w) -> one float32 (H, W) map per image, resized the way
-    ``postprocess`` resizes them (bilinear, align_corners=False), so that
-    ``mask == (logits > logit_threshold(t))``."""
-    import torch
-    import torch.nn.functional as F
-
-    lg = torch.as_tensor(logits).float()
-    out = []
-    for i, (h, w) in enumerate(sizes):
-        li = lg[i : i + 1]
-        if li.shape[-2:] != (h, w):
-            li = F.interpolate(li, size=(h, w), mode="bilinear", align_corners=False)
-        out.append(li[0, 0].numpy())
-    return out
-
-
 def _wants(request: Any, name: str) -> bool:
     names = getattr(request, "requested_output_names", None)
     return names is None or name in names
@@ -87,13 +70,15 @@ class Segmenter:
         sizes = [im.shape[:2] for im in images]
         x = preprocess(images, self.size).numpy()  # (N, 3, h, w) float32
         logits = self.engine(x)  # (N, 1, h, w)
-        masks = postprocess(logits, sizes, self.threshold)
+        maps = resize_logits(logits, sizes)  # postprocess's own steps, the maps kept
+        cut = logit_threshold(self.threshold)
+        masks = [(m > cut).astype(np.uint8) for m in maps]
         responses, start = [], 0
         for req, batch in zip(requests, batches):
             end = start + len(batch)
             resp = {MASK: np.stack(masks[start:end])}  # (B, H, W) uint8
             if self.logits and _wants(req, LOGITS):
-                resp[LOGITS] = np.stack(resize_logits(logits[start:end], sizes[start:end]))
+                resp[LOGITS] = np.stack(maps[start:end])
             responses.append(resp)
             start = end
         return responses
