@@ -36,7 +36,7 @@ def to_tensor(batch_hwc: np.ndarray) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float32 (B, 3, H, W) in [0, 1], contiguous (NCHW strides: a
     permuted view would hand channels_last strides to whatever runs it)."""
     t = torch.from_numpy(np.ascontiguousarray(batch_hwc))
-    return t.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    return t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
 def preprocess(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
