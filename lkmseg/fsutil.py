@@ -63,9 +63,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # write(2) failing, no file named
+
+
+def _writing_failed(e: OSError, tmp: Path) -> bool:
+    """Whether an OSError raised inside ``atomic_path``'s block is about writing its temporary
+    file (or a file beside it named after it), not about something else the block did."""
+    names = [os.fsdecode(n) for n in (e.filename, e.filename2) if n is not None]
+    if names:
+        return any(str(Path(n).absolute()).startswith(str(tmp.absolute())) for n in names)
+    return e.errno in _WRITE_ERRNOS
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``."""
+    """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
+
+    An OSError writing the temporary file (or renaming it) becomes a one-line UserError naming
+    ``path``; any other error inside the block propagates as it is (the temporary file is
+    removed either way)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +92,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if _writing_failed(e, tmp_path):
+            raise explain_os_error(path, e) from e
+        raise
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    try:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         try:  # mkstemp makes 0600 files; give the result the mode a plain open() would
@@ -84,11 +109,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         except OSError:
             pass
         os.replace(tmp_path, path)
-    except OSError as e:
+    except BaseException as e:
         tmp_path.unlink(missing_ok=True)
-        raise explain_os_error(path, e) from e
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise explain_os_error(path, e) from e
         raise
     _fsync_dir(path.parent)
 

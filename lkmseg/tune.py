@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lkmseg.errors import UserError
+from lkmseg.files.cache import cache_root, read_json, update_json
 
 Clock = Callable[[], float]
 
@@ -44,8 +44,6 @@ def fastest(seconds: dict[str, float]) -> str:
 
 
 def cache_file() -> Path:
-    from lkmseg.data.cache import cache_root
-
     return cache_root() / "autotune.json"
 
 
@@ -53,29 +51,14 @@ def key_text(key: dict) -> str:
     return json.dumps(key, sort_keys=True)
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # missing or damaged: it is only a cache, measure again
-    return data if isinstance(data, dict) else {}
-
-
 def cached(key: dict, path: str | os.PathLike | None = None) -> dict | None:
     """The stored record for ``key`` (a dict), or None."""
-    rec = _read(Path(path or cache_file())).get(key_text(key))
+    rec = read_json(Path(path or cache_file())).get(key_text(key))
     return rec if isinstance(rec, dict) else None
 
 
 def remember(key: dict, record: dict, path: str | os.PathLike | None = None) -> None:
-    """Store ``record`` under ``key``; a cache that cannot be written only costs a
-    re-measurement next time."""
-    from lkmseg.fsutil import write_json
-
-    path = Path(path or cache_file())
-    data = _read(path)
-    data[key_text(key)] = {**record, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    try:
-        write_json(path, data)
-    except UserError:
-        pass
+    """Store ``record`` under ``key`` (under the file's lock: records other processes store
+    meanwhile are kept); a cache that cannot be written only costs a re-measurement."""
+    rec = {**record, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    update_json(Path(path or cache_file()), lambda data: {**data, key_text(key): rec})

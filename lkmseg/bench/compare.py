@@ -10,6 +10,7 @@ from pathlib import Path
 from lkmseg.bench.report import markdown, ratio_lines, ratios, save
 from lkmseg.bench.runner import BenchOptions, bench
 from lkmseg.config import RunConfig, TrainConfig
+from lkmseg.files.run_folder import read_summary
 from lkmseg.fsutil import atomic_path, write_text
 from lkmseg.models import ModelConfig
 from lkmseg.train.logs import read_csv
@@ -85,7 +86,7 @@ def _train_all(o: CompareOptions, console) -> list[Path]:
         have = _reusable(o, run, cfg)
         summary = run / "summary.json"
         if have is not None and summary.is_file() and \
-                json.loads(summary.read_text()).get("status") == "complete":
+                read_summary(run).get("status") == "complete":
             if console:
                 console.print(f"[green]{run}: already trained with these options, reused[/]")
             runs.append(run)
@@ -205,7 +206,7 @@ def _training_table(runs: list[Path]) -> list[str]:
              "train img/s | loader img/s | best val Dice | full-res Dice | train s | device |",
              "|" + "---|" * 14]
     for r in runs:
-        s = json.loads((r / "summary.json").read_text())
+        s = read_summary(r)
         c = json.loads((r / "config.json").read_text())
         full = s.get("val_dice_full_res")
         budget = c["train"].get("time_budget_s")
@@ -223,7 +224,7 @@ def _curves_precision(runs: list[Path]) -> str:
     """Names the precision the Dice curves were trained in (chosen by --amp)."""
     used: dict[str, list[str]] = {}
     for r in runs:
-        s = json.loads((r / "summary.json").read_text())
+        s = read_summary(r)
         used.setdefault(_precision_of(s), []).append(s["block"])
     if len(used) == 1:
         return f"The Dice curves were trained in **{next(iter(used))}** (every block)."
@@ -236,7 +237,7 @@ def _speed_section(o: CompareOptions, runs: list[Path], speeds: dict | None) -> 
         return []
     from lkmseg.bench.precision import report_lines
 
-    blocks = {r.name: json.loads((r / "summary.json").read_text())["block"] for r in runs}
+    blocks = {r.name: read_summary(r)["block"] for r in runs}
     machine = speeds.get("machine", {})
     return ["## Training speed per precision", "",
             f"Training images/s of each block in each precision this machine runs natively, "

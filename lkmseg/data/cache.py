@@ -22,12 +22,11 @@ from lkmseg.data.datasets import Item
 from lkmseg.data.imageio import read_image, read_mask
 from lkmseg.data.transforms import resize_image, resize_mask
 from lkmseg.errors import UserError
+from lkmseg.files.cache import cache_root, warn_unwritable
+
+__all__ = ["CachedData", "build_cache", "cache_key", "cache_root"]
 
 CACHE_VERSION = 1
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LKMSEG_CACHE", Path.home() / ".cache" / "lkmseg"))
 
 
 @dataclass
@@ -51,7 +50,7 @@ def cache_key(items: list[Item], size: tuple[int, int]) -> str:
                 st = p.stat()
                 h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
             except OSError:
-                h.update(f"|{p}|missing".encode())
+                h.update(f"|{p.resolve()}|missing".encode())
     return h.hexdigest()[:20]
 
 
@@ -132,19 +131,20 @@ def _write(d: Path, images: np.ndarray, masks: np.ndarray, items: list[Item],
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=d.parent))
         np.save(tmp / "images.npy", images)
         np.save(tmp / "masks.npy", masks)
-        meta = {"items": [[str(it.image), str(it.mask) if it.mask else None, it.group]
-                          for it in items], "skipped": skipped}
+        meta = {"items": [[str(it.image.resolve()), str(it.mask) if it.mask else None,
+                           it.group] for it in items], "skipped": skipped}
         (tmp / "meta.json").write_text(json.dumps(meta))
         os.replace(tmp, d)
-    except OSError:  # a read-only or full cache folder: train without a cache
+    except OSError as e:  # a read-only or full cache folder: train without a cache
         shutil.rmtree(tmp, ignore_errors=True) if "tmp" in locals() else None
+        warn_unwritable(d.parent, e.strerror or str(e))
 
 
 def _read(d: Path, items: list[Item]) -> CachedData:
     meta = json.loads((d / "meta.json").read_text())
     images = np.load(d / "images.npy", mmap_mode="r")
     masks = np.load(d / "masks.npy", mmap_mode="r")
-    by_path = {str(it.image): it for it in items}
+    by_path = {str(it.image.resolve()): it for it in items}  # the key's paths are resolved
     kept = [by_path[row[0]] for row in meta["items"]]
     if len(kept) != images.shape[0] or images.shape[0] != masks.shape[0]:
         raise ValueError("cache arrays do not match their metadata")

@@ -93,6 +93,12 @@ class BatchSource:
                                             thread_name_prefix="lkmseg-augment")
         return self._pool.map(fn, *its)
 
+    def close(self) -> None:
+        """Stop the augmentation threads (GPU runs), waiting for them."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def images_per_s(self) -> float:
         return self.produced / self.busy_s if self.busy_s > 0 else float("nan")
 
@@ -131,5 +137,7 @@ class Prefetcher:
         return item
 
     def close(self) -> None:
+        """Stop the thread and wait for it (it ends within one batch): a thread still running
+        torch code while the interpreter exits can abort the process."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join()

@@ -10,7 +10,6 @@ winner. What was chosen, and the figures it was chosen on, are in ``engine.auto_
 from __future__ import annotations
 
 import hashlib
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -23,8 +22,8 @@ from lkmseg import __version__
 from lkmseg.engines.base import Engine
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
+from lkmseg.files.cache import cache_root, read_json, update_json
 from lkmseg.files.export_report import gate_verdict, read_report, varies
-from lkmseg.fsutil import write_json
 from lkmseg.hw import cpu_key
 
 Candidate = tuple[str, str | None, str]  # engine, precision, device
@@ -100,17 +99,12 @@ def cache_key(src: ModelSource, cands: list[Candidate], size: tuple[int, int],
 
 
 def cache_file(key: str) -> Path:
-    from lkmseg.data.cache import cache_root
-
     return cache_root() / "auto" / f"{key}.json"
 
 
 def read_cached(key: str) -> dict | None:
-    try:
-        d = json.loads(cache_file(key).read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) and "choice" in d and "ms" in d else None
+    d = read_json(cache_file(key))
+    return d if "choice" in d and "ms" in d else None
 
 
 def _time_engine(engine: Engine, x: np.ndarray, reps: int) -> list[float]:
@@ -184,9 +178,10 @@ def choose(src: ModelSource, cands: list[Candidate], load: Callable[[Candidate],
             eng.close()
     eng = engines[best]
     eng.reset_stats()
-    if ms:
-        write_json(cache_file(key), {"choice": best, "ms": ms, "size": list(size),
-                                     "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+    if ms:  # a cache that cannot be written is said once; the engine runs all the same
+        rec = {"choice": best, "ms": ms, "size": list(size),
+               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        update_json(cache_file(key), lambda _old: rec)
         eng.auto_choice = explain(best, ms, size, "measured now")
     else:
         eng.auto_choice = f"auto chose {best}: the only candidate that loads here"

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from lkmseg.config import RunConfig
 from lkmseg.engines.base import Engine
 from lkmseg.engines.source import ModelSource
 from lkmseg.engines.tensorrt_runtime import (
@@ -27,7 +26,7 @@ from lkmseg.engines.tensorrt_runtime import (
     torch_dtype,
 )
 from lkmseg.errors import UserError
-from lkmseg.files.sidecar import check_compatible, read_sidecar
+from lkmseg.files.sidecar import check_compatible, read_sidecar, sidecar_config
 
 
 class TensorRTEngine(Engine):
@@ -45,7 +44,7 @@ class TensorRTEngine(Engine):
         side = read_sidecar(self.path)
         gpu = current_gpu()
         self.notes = check_compatible(side, self.path, trt.__version__, gpu)
-        self.config = RunConfig.from_dict(side["run_config"])
+        self.config = sidecar_config(side, self.path)
         self.precision = side.get("precision", "fp32")
         self.device = "cuda"
         self.detail = f"TensorRT {trt.__version__}, {gpu[0]}"

@@ -11,6 +11,7 @@ Layout of a run folder (contract in DESIGN.md, names in ``lkmseg.files.layout``)
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 from pathlib import Path
@@ -23,12 +24,13 @@ from torch import nn
 
 from lkmseg.config import RunConfig, load_config
 from lkmseg.errors import UserError
-from lkmseg.files.layout import BEST, LAST, STATE
+from lkmseg.files.layout import BEST, LAST, STATE, SUMMARY
 from lkmseg.fsutil import write_bytes
 from lkmseg.models import build_model
 
 __all__ = ["BEST", "LAST", "STATE", "check_state_dict", "load_run", "load_state",
-           "load_weights", "model_state", "read_weights", "save_state", "save_weights"]
+           "load_weights", "model_state", "read_summary", "read_weights", "save_state",
+           "save_weights"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -124,3 +126,20 @@ def load_run(run_dir: str | Path, which: str = "best",
         path = run_dir / LAST
     load_weights(model, path)
     return model.to(device).eval(), cfg
+
+
+def read_summary(run_dir: str | Path) -> dict:
+    """The run's ``summary.json``; UserError naming the file when it is missing or damaged."""
+    p = Path(run_dir) / SUMMARY
+    if not p.is_file():
+        raise UserError(f"{p}: not found (the run has not finished); resume it with "
+                        f"`lkmseg train --resume {run_dir}`")
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{p}: unreadable summary ({type(e).__name__}); restore the file or "
+                        "delete the run folder to train it again") from e
+    if not isinstance(d, dict):
+        raise UserError(f"{p}: not a run summary (a JSON object); restore the file or delete "
+                        "the run folder to train it again")
+    return d

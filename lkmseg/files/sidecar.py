@@ -37,12 +37,23 @@ def read_sidecar(engine_path: Path) -> dict:
 
 
 def config_from_sidecar(engine: Path) -> RunConfig:
-    side = sidecar_path(engine)
+    return sidecar_config(read_sidecar(engine), engine)
+
+
+def sidecar_config(sidecar: dict, engine: Path) -> RunConfig:
+    """The run config recorded in ``sidecar`` (read from ``engine``'s sidecar); a UserError
+    naming the sidecar when it is missing or invalid."""
+    side = sidecar_path(Path(engine))
+    cfg = sidecar.get("run_config")
+    if not isinstance(cfg, dict):
+        raise UserError(f"{side}: sidecar has no run_config (the model's size and "
+                        "preprocessing); rebuild with `lkmseg export RUN --trt`")
     try:
-        return RunConfig.from_dict(read_sidecar(engine)["run_config"])
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{side}: sidecar has no usable run_config ({type(e).__name__}); "
-                        "rebuild with `lkmseg export RUN --trt`") from e
+        return RunConfig.from_dict(cfg)
+    except UserError as e:
+        why = e.__cause__ or e
+        raise UserError(f"{side}: invalid run_config ({type(why).__name__}: {why}); rebuild "
+                        "with `lkmseg export RUN --trt`") from e
 
 
 def check_compatible(sidecar: dict, engine_path: Path, trt_version: str,

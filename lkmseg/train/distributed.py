@@ -240,13 +240,20 @@ def _forward_stop_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
+_STOPPED_BY_AGENT = (-signal.SIGTERM, -signal.SIGKILL)  # how the agent stops the survivors
+
+
 def _root_failure(e) -> tuple[int, int]:
-    """(rank, exit code) of the process that failed first for a reason of its own: processes
-    that stopped only because a peer failed (exit EXIT_PEER) are not the cause."""
-    own = {r: f.exitcode for r, f in sorted(e.failures.items()) if f.exitcode != EXIT_PEER}
-    if own:
-        rank = next(iter(own))
-        return rank, own[rank]
+    """(rank, exit code) of the process that failed first for a reason of its own. Not the
+    cause: processes that stopped because a peer failed (exit EXIT_PEER), and those the
+    elastic agent itself terminated once another one had failed (it records their SIGTERM /
+    SIGKILL among the failures too)."""
+    codes = {r: f.exitcode for r, f in sorted(e.failures.items())}
+    for skip in ((EXIT_PEER, *_STOPPED_BY_AGENT), (EXIT_PEER,)):
+        own = {r: c for r, c in codes.items() if c not in skip}
+        if own:
+            rank = next(iter(own))
+            return rank, own[rank]
     rank, failure = e.get_first_failure()
     return rank, failure.exitcode
 

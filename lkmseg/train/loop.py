@@ -25,6 +25,7 @@ from lkmseg.data.cache import cache_root
 from lkmseg.data.loader import BatchSource, Prefetcher
 from lkmseg.errors import PeerFailed, UserError
 from lkmseg.files import run_folder as ckpt
+from lkmseg.files.run_claim import RunClaim, claim_new_run, claim_run, default_run_name
 from lkmseg.fsutil import explain_os_error, remove_stale_temps, write_json
 from lkmseg.models import build_model, count_params
 from lkmseg.train.distributed import (
@@ -429,6 +430,7 @@ class Trainer:
                          "world_size": self.rt.world}})
 
     def close(self) -> None:
+        self.source.close()
         for log in (self.tlog, self.vlog):
             if log:
                 log.close()
@@ -558,22 +560,6 @@ def run_loop(tr: Trainer, stop: _StopFlag, bar, task) -> str:
     return status
 
 
-def new_run_dir(out: Path, name: str | None, cfg: RunConfig) -> Path:
-    base = name or f"{cfg.model.block}_{cfg.size[0]}x{cfg.size[1]}_{time.strftime('%Y%m%d-%H%M%S')}"
-    if name is not None and (not name.strip() or Path(name).name != name or name in (".", "..")):
-        raise UserError(f"--name {name!r}: give a plain folder name (no '/'), e.g. --name r1")
-    d, i = Path(out) / base, 1
-    if Path(out).exists() and not Path(out).is_dir():
-        raise UserError(f"--out {out}: is a file, not a folder; choose another --out")
-    while d.exists() and (not d.is_dir() or any(d.iterdir())):
-        if name:
-            raise UserError(f"{d}: run folder exists; choose another --name or "
-                            f"continue it with --resume {d}")
-        i += 1
-        d = Path(out) / f"{base}-{i}"
-    return d
-
-
 def _prepare_data(cfg: RunConfig, data_dir: Path | None, console, is_main: bool):
     from lkmseg.data.prepare import prepare
 
@@ -598,21 +584,40 @@ def train_run(cfg: RunConfig, data_dir: str | Path | None = None, out: str | Pat
               console=None) -> tuple[Path, dict]:
     """Train (or resume) one run; returns (run_dir, summary). ``console``: a rich Console.
 
-    Under torchrun (WORLD_SIZE > 1) every process calls this: rank 0 picks the run folder and
-    builds the data cache first, the others follow; only rank 0 writes into the run folder.
+    Under torchrun (WORLD_SIZE > 1) every process calls this: rank 0 claims the run folder
+    (holding its lock until the end) and builds the data cache first, the others follow; only
+    rank 0 writes into the run folder.
     """
     resolve_device(device)  # a bad --device fails before any work
-    rank, _, _ = init_distributed(device)  # joins the process group under torchrun
-    is_main = rank == 0
-    if resume is not None:
-        run_dir = Path(resume)
-        if data_dir is None and cfg.data.get("layout") != "synthetic":
-            data_dir = cfg.data.get("source")
-    else:
-        run_dir = decide_on_rank0(lambda: new_run_dir(Path(out), name, cfg))
+    init_distributed(device)  # joins the process group under torchrun
+    held: list[RunClaim] = []
+
+    def claim() -> Path:
+        c = (claim_run(resume, "train") if resume is not None else
+             claim_new_run(out, name, default_run_name(cfg)))
+        held.append(c)
+        return c.path
+
+    run_dir = decide_on_rank0(claim)
+    try:
+        result = _train_claimed(cfg, run_dir, data_dir, device, resume is not None, console)
+    except BaseException:
+        for c in held:  # a failed start leaves no half-made folder
+            c.abandon()
+        raise
+    for c in held:
+        c.release()
+    return result
+
+
+def _train_claimed(cfg: RunConfig, run_dir: Path, data_dir: str | Path | None, device: str,
+                   resume: bool, console) -> tuple[Path, dict]:
+    is_main = init_distributed(device)[0] == 0
+    if resume and data_dir is None and cfg.data.get("layout") != "synthetic":
+        data_dir = cfg.data.get("source")
     prep = rank0_first(lambda: _prepare_data(cfg, Path(data_dir) if data_dir else None,
                                               console, is_main))
-    tr = Trainer(cfg, run_dir, prep, device, resume is not None, console)
+    tr = Trainer(cfg, run_dir, prep, device, resume, console)
     if is_main:  # written once the run can start: a failed start leaves no half-made folder
         write_json(run_dir / "config.json", {**cfg.to_dict(), "runtime": tr.rt.choice.to_dict()})
     if console is not None and tr.rt.is_main:

@@ -291,5 +291,17 @@ def init_distributed(device_name: str) -> tuple[int, int, int]:
     if use_cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
+        _import_before_process_group()
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return rank, world, local
+
+
+def _import_before_process_group() -> None:
+    """Import what DDP imports (torch._dynamo, and through it torch.distributed.nn.functional)
+    before the process group exists. That module keeps ``group.WORLD`` in its functions'
+    default arguments: imported after ``init_process_group`` it holds the group for good, so
+    ``destroy_process_group`` cannot free it and its gloo threads still run while the
+    interpreter exits, where they can abort the process ("terminate called without an active
+    exception") after the run has finished."""
+    import torch._dynamo  # noqa: F401
+    import torch.distributed.nn.functional  # noqa: F401

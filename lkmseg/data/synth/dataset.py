@@ -22,6 +22,7 @@ from lkmseg.data.synth.raster import (
     render_view,
 )
 from lkmseg.errors import UserError
+from lkmseg.files.cache import cache_root
 
 # ----------------------------------------------------------------------------- dataset
 
@@ -123,11 +124,11 @@ def default_dataset(cache_dir: Path | None = None, *, cars: int = 12, views: int
                     progress: bool = True) -> Path:
     """The embedded dataset used when no data is given: generated once, then reused.
 
-    Lives in ``cache_dir`` or ``$LKMSEG_CACHE`` or ``~/.cache/lkmseg``. Two processes
-    may generate it at once: each writes its own temporary folder; the first rename wins
-    and the other copy is discarded.
+    Lives in ``cache_dir`` or lkmseg's cache folder (``lkmseg.files.cache.cache_root``). Two
+    processes may generate it at once: each writes its own temporary folder; the first rename
+    wins and the other copy is discarded.
     """
-    root = Path(cache_dir or os.environ.get("LKMSEG_CACHE") or Path.home() / ".cache" / "lkmseg")
+    root = Path(cache_dir or cache_root())
     target = root / dataset_name(cars, views, size, seed)
     if target.is_dir() and _complete(target, cars, views):
         return target
