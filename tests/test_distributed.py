@@ -82,7 +82,7 @@ if _tlog and "RANK" in os.environ:
         py = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
         with open(_tlog, "a") as f:
             f.write(json.dumps({"rank": os.environ["RANK"], "os": sorted(names), "py": py})
-                    + "\n")
+                    + "\\n")
     atexit.register(_threads_at_exit)
 '''
 
@@ -152,7 +152,7 @@ def test_two_processes_match_one_process_with_the_global_batch(ddp_env, monkeypa
            "-m", "lkmseg", "train", *TINY, "--data", str(data), "--batch-size", "4",
            "--sync-bn", "--steps", str(STEPS), "--val-every", "3", "--out", str(out),
            "--name", "ddp"]
-    _threads_left(root)
+    (root / "threads.log").unlink(missing_ok=True)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert not _threads_left(root)  # every thread stopped, the process group freed
@@ -231,7 +231,7 @@ def test_ctrl_c_under_nproc_then_resume(ddp_env, monkeypatch):
     checkpoints, the command exits 0 with the resume line; --resume --nproc 2 finishes
     the run with the weights of an uninterrupted one."""
     root, data, env = ddp_env
-    _threads_left(root)
+    (root / "threads.log").unlink(missing_ok=True)
     cmd, _, _ = _ctrl_c_then_resume(root, data, env, "cut")
     assert not _threads_left(root)  # nothing left running when the processes exit
     # the reference: the same command, not interrupted (two processes again: over 40 steps

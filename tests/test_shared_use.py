@@ -103,8 +103,9 @@ def test_second_command_on_a_training_run_names_its_pid(data, tmp_path):
         in_flight = run / ".state.pt.a1b2c3d4.tmp"  # as the training's atomic save makes
         in_flight.write_bytes(b"half a checkpoint")
         config = (run / "config.json").read_bytes()
-        for args in (["--data", str(data), *TINY, "--steps", "2", "--out", str(runs),
-                      "--name", "r"], ["--resume", str(run), "--steps", "3000"]):
+        for args in (["--resume", str(run), "--steps", "3"],
+                     ["--data", str(data), *TINY, "--steps", "2", "--out", str(runs),
+                      "--name", "r"]):
             b = subprocess.run(_train(*args), env=_env(), capture_output=True, text=True,
                                timeout=300, check=False)
             line = _one_error_line(b.returncode, b.stdout + b.stderr)
