@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from lkmseg.config import TrainConfig
-from lkmseg.data.cache import cache_root
+from lkmseg.files.cache import cache_root
 from lkmseg.models import ModelConfig, build_model
 from lkmseg.train.losses import bce_dice_loss
 from lkmseg.train.runtime import Choice, choose_precision_layout, resolve_device

@@ -21,10 +21,10 @@ from torch import nn
 
 from lkmseg import __version__, hw
 from lkmseg.config import RunConfig
-from lkmseg.data.cache import cache_root
 from lkmseg.data.loader import BatchSource, Prefetcher
 from lkmseg.errors import PeerFailed, UserError
 from lkmseg.files import run_folder as ckpt
+from lkmseg.files.cache import cache_root
 from lkmseg.files.run_claim import RunClaim, claim_new_run, claim_run, default_run_name
 from lkmseg.fsutil import explain_os_error, remove_stale_temps, write_json
 from lkmseg.models import build_model, count_params
