@@ -158,6 +158,22 @@ def test_folder_lock_names_its_holder_and_frees_on_exit(tmp_path):
         pass
 
 
+def test_file_system_without_locks_is_a_warning(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    from lkmseg.files.lock import lock_folder
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with lock_folder(tmp_path, "train") as lock:
+        assert not lock.held
+    assert "cannot lock files" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------ caches
 
 

@@ -13,6 +13,7 @@ holder's PID). Cache files: ``with locked(path):`` (waits its turn on ``PATH.loc
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -26,6 +27,7 @@ from lkmseg.errors import UserError
 from lkmseg.fsutil import explain_os_error
 
 FOLDER_LOCK = ".lkmseg.lock"  # inside a run folder, removed when its holder releases it
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
 
 
 class FolderBusy(UserError):
@@ -35,7 +37,7 @@ class FolderBusy(UserError):
 class Lock:
     """A held lock; ``release()`` (or leaving the ``with``) lets it go."""
 
-    def __init__(self, path: Path, fd: int, remove: bool) -> None:
+    def __init__(self, path: Path, fd: int | None, remove: bool) -> None:
         self.path, self._fd, self._remove = path, fd, remove
 
     @property
@@ -72,13 +74,13 @@ def _describe_self(purpose: str) -> bytes:
                        "command": " ".join(sys.argv[:3])}).encode()
 
 
-def _take(path: Path, purpose: str, wait: bool, remove: bool) -> Lock | None:
-    """The lock on ``path`` (created if missing), or None if another process holds it and
-    ``wait`` is false. OSError when the lock file cannot be created."""
+def _take(path: Path, purpose: str, remove: bool) -> Lock | None:
+    """The lock on ``path`` (created if missing), or None if another process holds it.
+    OSError when the lock file cannot be created or locked."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return None
@@ -122,8 +124,15 @@ def lock_folder(folder: str | Path, purpose: str) -> Lock:
     a UserError when the lock file cannot be written (read-only folder, full disk)."""
     path = Path(folder) / FOLDER_LOCK
     try:
-        lock = _take(path, purpose, wait=False, remove=True)
+        lock = _take(path, purpose, remove=True)
     except OSError as e:
+        if e.errno in _NO_LOCKS:
+            print(f"warning: {folder}: this file system cannot lock files ({e.strerror}); "
+                  "nothing stops another command from writing this folder meanwhile",
+                  file=sys.stderr)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return Lock(path, None, remove=False)
         raise explain_os_error(path, e) from e
     if lock is None:
         raise FolderBusy(f"{folder}: in use by {describe_holder(holder(path))}; wait until "
@@ -143,7 +152,7 @@ def locked(path: str | Path, purpose: str = "cache update",
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         while lock is None and time.monotonic() < deadline:
-            lock = _take(lock_path, purpose, wait=False, remove=False)
+            lock = _take(lock_path, purpose, remove=False)
             if lock is None:
                 time.sleep(0.01)
     except OSError:
