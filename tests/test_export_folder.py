@@ -58,6 +58,18 @@ def test_out_folder_keeps_the_users_own_files(tiny_run, tmp_path):
     assert not list(out.glob(".export-*"))  # no staging folder left
 
 
+def test_out_folder_with_a_manifest_of_its_own_is_refused(tiny_run, tmp_path):
+    run, out = tiny_run(width=2, depth=2), tmp_path / "mine"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"their": "manifest"}')
+    res = runner.invoke(app, ["export", str(run), "--out", str(out), *QUICK])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().splitlines()[-1] == (
+        f"error: --out {out}: holds a manifest.json lkmseg did not write (an export writes its "
+        "own there); choose another --out")
+    assert snapshot(out) == {"manifest.json": b'{"their": "manifest"}'}
+
+
 @pytest.fixture
 def exported_copy(run, tmp_path) -> Path:
     """A copy of the shared exported run, with an engine an earlier `--trt` export wrote."""
@@ -163,3 +175,36 @@ def test_two_exports_into_one_folder_do_not_delete_each_others_files(tiny_run, t
         y = ort(x)
         assert np.abs(y - ta(x)).max() < 1e-3 < np.abs(y - tb(x)).max()
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    """TensorRT (the strict fake of tests/fakes) and a 'GPU' for export's --trt."""
+    import functools
+
+    from fakes.tensorrt_fake import make_tensorrt
+
+    from lkmseg.export import pipeline, tensorrt_build
+
+    trt = make_tensorrt("10.13.3.9")
+    monkeypatch.setattr(pipeline, "tensorrt_status", lambda: (True, "fake TensorRT"))
+    monkeypatch.setattr(pipeline, "build_engine", functools.partial(
+        tensorrt_build.build_engine, trt=trt, gpu=("NVIDIA L4", "8.9")))
+    return trt
+
+
+def test_engine_build_failure_keeps_the_new_onnx_files(tiny_run, fake_trt, monkeypatch,
+                                                       tmp_path):
+    """A failed --trt build (exit 3) still commits the ONNX files and their report, as an
+    export without --trt would, and removes the stale engine of the earlier model."""
+    monkeypatch.setenv("LKMSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fake_trt.Builder, "build_serialized_network", lambda *_a: None)
+    run = tiny_run(width=2, depth=2)
+    ex = run / "export"
+    ex.mkdir()
+    (ex / "model.engine").write_bytes(b"engine of an earlier model")
+    res = runner.invoke(app, ["export", str(run), "--trt", *QUICK])
+    assert res.exit_code == 3, res.output
+    assert "TensorRT engine build failed" in res.output.strip().splitlines()[-1]
+    assert sorted(p.name for p in ex.iterdir()) == ["manifest.json", "model.onnx", "report.json"]
+    assert json.loads((ex / "report.json").read_text())["formats"]["onnx_fp32"]["passed"]

@@ -232,6 +232,6 @@ def test_output_names_are_unique_and_plain_where_they_can_be():
 
     assert names("x.jpg", "y.png") == ["x", "y"]  # no collision: the names of old
     assert names("a.jpg", "A.png") == ["a.jpg", "A.png"]  # one mask on a case-blind disk
-    assert names("b.png", "b.png.jpg") == ["b.png", "b.png.jpg"]  # b.png.png twice otherwise
+    assert names("b.png", "b.png.jpg") == ["b", "b.png.jpg"]  # not b.png.png twice
     assert names("a.jpg", "a.JPG", "a.png", "a.jpg.png", "a_jpg.png", "b.tif") == \
         ["a.jpg", "a.JPG", "a.png", "a.jpg.png", "a_jpg", "b"]

@@ -37,8 +37,8 @@ def test_cli_writes_a_valid_repository(run, tmp_path):
     repo = tmp_path / "repo"
     res = runner.invoke(app, ["export", str(run), "--no-onnx", "--triton", str(repo)])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "run-onnxruntime",
-                                                      "run-openvino"]
+    assert sorted(p.name for p in repo.iterdir()) == [".lkmseg.json", "README.md",
+                                                      "run-onnxruntime", "run-openvino"]
     graph = onnx.load(str(run / "export" / "model.onnx"), load_external_data=False).graph
     for backend, kind in (("onnxruntime", pb.ModelInstanceGroup.KIND_AUTO),
                           ("openvino", pb.ModelInstanceGroup.KIND_CPU)):

@@ -45,6 +45,10 @@ class ExportFolder:
         self.out, self.own, self.run_dir, self.log = Path(out), own, run_dir, log
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out}: is a file, not a folder; choose another --out")
+        man = self.out / EXPORT_MANIFEST
+        if not own and man.exists() and read_manifest(man) is None:
+            raise UserError(f"--out {self.out}: holds a {EXPORT_MANIFEST} lkmseg did not write "
+                            "(an export writes its own there); choose another --out")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             self.stage = Path(tempfile.mkdtemp(prefix=".export-", dir=self.out))
