@@ -78,7 +78,7 @@ def _synthetic_pairs(cfg: RunConfig) -> list[list[str]]:
     from lkmseg.data.datasets import find_items
     from lkmseg.data.synth import default_dataset
 
-    _, items = find_items(default_dataset(progress=False))
+    _, items = find_items(default_dataset(progress=False), group_pattern=cfg.train.group_pattern)
     groups = set(cfg.data.get("val_groups") or [])
     return [[str(it.image), str(it.mask)] for it in items if it.group in groups]
 
