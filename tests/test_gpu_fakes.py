@@ -327,18 +327,6 @@ def test_ort_tensorrt_cache_follows_the_weights(run, fake_ort, tmp_path):
     assert second != first and Path(second).parent == copy / "ort_trt_cache"
 
 
-def test_export_clears_the_ort_tensorrt_cache(tiny_run):
-    from lkmseg.export.pipeline import ExportOptions, _Exporter
-
-    run = tiny_run(width=2, depth=2)
-    ex = _Exporter(run, ExportOptions(), lambda _m: None)
-    stale = ex.out / "ort_trt_cache" / "0123abcd"
-    stale.mkdir(parents=True)
-    (stale / "TensorrtExecutionProvider_x_sm89.engine").write_bytes(b"old")
-    ex.remove_stale()
-    assert not (ex.out / "ort_trt_cache").exists()
-
-
 def test_unknown_provider_option_is_caught_by_the_fake(fake_ort):
     ort = fake_ort()
     from onnxruntime.capi.onnxruntime_pybind11_state import Fail

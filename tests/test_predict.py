@@ -202,3 +202,36 @@ def test_predict_real_carvana_full_resolution(run, carvana_dir, tmp_path):
         mask = read_mask(out / (Path(r["img"]).stem + ".png"))
         assert mask.shape == (1280, 1918)
         assert np.array_equal(rle_decode(r["rle_mask"], mask.shape), mask)
+
+
+def test_every_input_gets_its_own_mask(run, tmp_path):
+    """a.jpg and a.JPG, b.png, b.jpg and b_png.jpg: five inputs, five masks, each of its own
+    image; a stem no other input shares keeps its plain name (c.jpg -> c.png)."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    names = ["a.jpg", "a.JPG", "b.png", "b.jpg", "b_png.jpg", "c.jpg"]
+    for i, name in enumerate(names):
+        cv2.imwrite(str(src / name), _blobs(48 + 8 * i, 64, i)[..., ::-1])
+    res = runner.invoke(app, ["predict", str(run), str(src), "--out", str(out),
+                              "--engine", "onnxruntime", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    want = ["a.JPG.png", "a.jpg.png", "b.jpg.png", "b.png.png", "b_png.png", "c.png"]
+    assert sorted(p.name for p in out.iterdir()) == want
+    engine = load_engine("onnxruntime", run, "fp32", "cpu")
+    for name, mask_name in zip(names, ["a.jpg.png", "a.JPG.png", "b.png.png", "b.jpg.png",
+                                       "b_png.png", "c.png"]):
+        image = cv2.imread(str(src / name))[..., ::-1].copy()
+        assert np.array_equal(read_mask(out / mask_name), predict_arrays(engine, [image])[0])
+
+
+def test_output_names_are_unique_and_plain_where_they_can_be():
+    from lkmseg.predict.sources import output_names
+
+    def names(*files: str) -> list[str]:
+        return output_names([Path("d") / f for f in files])
+
+    assert names("x.jpg", "y.png") == ["x", "y"]  # no collision: the names of old
+    assert names("a.jpg", "A.png") == ["a.jpg", "A.png"]  # one mask on a case-blind disk
+    assert names("b.png", "b.png.jpg") == ["b", "b.png.jpg"]  # not b.png.png twice
+    assert names("a.jpg", "a.JPG", "a.png", "a.jpg.png", "a_jpg.png", "b.tif") == \
+        ["a.jpg", "a.JPG", "a.png", "a.jpg.png", "a_jpg", "b"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -36,8 +37,8 @@ def test_cli_writes_a_valid_repository(run, tmp_path):
     repo = tmp_path / "repo"
     res = runner.invoke(app, ["export", str(run), "--no-onnx", "--triton", str(repo)])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "run-onnxruntime",
-                                                      "run-openvino"]
+    assert sorted(p.name for p in repo.iterdir()) == [".lkmseg.json", "README.md",
+                                                      "run-onnxruntime", "run-openvino"]
     graph = onnx.load(str(run / "export" / "model.onnx"), load_external_data=False).graph
     for backend, kind in (("onnxruntime", pb.ModelInstanceGroup.KIND_AUTO),
                           ("openvino", pb.ModelInstanceGroup.KIND_CPU)):
@@ -83,6 +84,9 @@ def test_tensorrt_plan_and_openvino_ir(run, tmp_path):
     _fake_engine(ex, [1, 3, 32, 48], [4, 3, 128, 192])
     (ex / "model.xml").write_text("<net/>")
     (ex / "model.bin").write_bytes(b"\0" * 8)
+    newer = (ex / "model.onnx").stat().st_mtime + 10  # an IR made from this model.onnx
+    for f in ("model.xml", "model.bin"):
+        os.utime(ex / f, (newer, newer))
     opts = TritonRepoOptions(name="car seg", max_batch=16, instances=2, queue_delay_ms=0.5)
     res = write_triton_repo(ex, tmp_path / "repo", ex.parent, opts)
     assert sorted(res.models) == ["car_seg-onnxruntime", "car_seg-openvino", "car_seg-tensorrt"]
@@ -184,3 +188,116 @@ def test_pbtxt_writer_round_trips_through_protobuf():
     assert cfg.name == 'we"ird\\name' and cfg.max_batch_size == 3
     assert cfg.input[0].data_type == pb.TYPE_UINT8 and list(cfg.input[0].dims) == [-1, 2]
     assert cfg.parameters["k"].string_value == "line1\nline2"
+
+
+# --------------------------------------------------------------------------- what lkmseg owns
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _triton(run: Path, repo: Path, *extra: str):
+    return runner.invoke(app, ["export", str(run), "--no-onnx", "--triton", str(repo), *extra])
+
+
+def _refused(res, culprit: Path) -> str:
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert str(culprit) in line and "--force" in line
+    return line
+
+
+@pytest.mark.parametrize("theirs", ["README.md", "run-openvino"])
+def test_what_lkmseg_did_not_write_is_replaced_only_with_force(run, tmp_path, theirs):
+    repo = tmp_path / "repo"
+    if theirs == "README.md":
+        repo.mkdir()
+        (repo / "README.md").write_text("# our team's models\n")
+    else:
+        (repo / theirs / "1").mkdir(parents=True)
+        (repo / theirs / "config.pbtxt").write_text('name: "run-openvino"\nbackend: "python"\n')
+        (repo / theirs / "1" / "model.py").write_text("# ours\n")
+    before = _tree(repo)
+    line = _refused(_triton(run, repo), repo / theirs)
+    assert "not written by lkmseg" in line
+    assert _tree(repo) == before  # nothing written, not even the other models
+    res = _triton(run, repo, "--force")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in repo.iterdir()) == [".lkmseg.json", "README.md",
+                                                      "run-onnxruntime", "run-openvino"]
+    assert "`run-openvino` | openvino" in (repo / "README.md").read_text()
+    assert sorted(_tree(repo / "run-openvino")) == ["1/model.onnx", "config.pbtxt", "lkmseg.json"]
+    assert not list(repo.glob(".run-*"))  # the replaced folder is gone, no temporary left
+
+
+def test_two_runs_with_one_name_do_not_overwrite_each_other(run, tmp_path):
+    a, b = tmp_path / "a" / "1x5", tmp_path / "b" / "1x5"
+    for copy in (a, b):
+        shutil.copytree(run, copy)
+    repo = tmp_path / "repo"
+    assert _triton(a, repo).exit_code == 0
+    before = _tree(repo)
+    line = _refused(_triton(b, repo), repo / "1x5-onnxruntime")
+    assert f"holds the model of another run ({a.resolve()})" in line and "--triton-name" in line
+    assert _tree(repo) == before
+    res = _triton(b, repo, "--triton-name", "1x5-b")
+    assert res.exit_code == 0, res.output
+    assert {k: v for k, v in _tree(repo).items() if k.startswith("1x5-o")} == \
+        {k: v for k, v in before.items() if k.startswith("1x5-o")}
+    marker = json.loads((repo / "1x5-b-onnxruntime" / "lkmseg.json").read_text())
+    assert marker["run"] == str(b.resolve())
+    readme = (repo / "README.md").read_text()
+    assert "`1x5-onnxruntime`" in readme and "`1x5-b-onnxruntime`" in readme
+
+
+def test_a_run_updates_its_own_models_unless_someone_edited_them(run, tmp_path):
+    repo = tmp_path / "repo"
+    assert _triton(run, repo).exit_code == 0
+    (repo / "run-onnxruntime" / "1" / "notes.txt").write_text("kept")  # theirs: kept
+    res = _triton(run, repo)  # the same run again: its own folders are updated
+    assert res.exit_code == 0, res.output
+    assert (repo / "run-onnxruntime" / "1" / "notes.txt").read_text() == "kept"
+    cfg = repo / "run-onnxruntime" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace("count: 1", "count: 4"))  # tuned by hand
+    edited = _tree(repo)
+    line = _refused(_triton(run, repo), cfg)
+    assert "changed since lkmseg wrote it" in line and _tree(repo) == edited
+    (repo / "README.md").write_text((repo / "README.md").read_text() + "\nmy notes\n")
+    line = _refused(_triton(run, repo, "--max-batch", "4"), repo / "README.md")
+    assert "changed since lkmseg wrote it" in line
+
+
+def test_readme_from_before_markers_is_lkmseg_s(run, tmp_path):
+    from lkmseg.export.triton_folders import LEGACY_README
+    from lkmseg.export.triton_readme import _HEADER
+
+    assert _HEADER.splitlines()[0] == LEGACY_README
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text(_HEADER + "| `gone` | onnxruntime | 8 |\n")
+    assert _triton(run, repo).exit_code == 0
+    assert "`gone`" not in (repo / "README.md").read_text()
+
+
+def test_an_ir_older_than_model_onnx_is_ignored(run, tmp_path):
+    ex = _export_copy(run, tmp_path)
+    (ex / "model.xml").write_text("<net/>")
+    (ex / "model.bin").write_bytes(b"\0" * 8)
+    older = (ex / "model.onnx").stat().st_mtime - 10  # converted from an earlier model
+    os.utime(ex / "model.xml", (older, older))
+    res = write_triton_repo(ex, tmp_path / "repo", ex.parent,
+                            TritonRepoOptions(backends=("openvino",)))
+    ov = res.models["run-openvino"]
+    assert sorted(p.name for p in (ov / "1").iterdir()) == ["model.onnx"]
+    assert parse(ov / "config.pbtxt").default_model_filename == "model.onnx"
+    (note,) = [n for n in res.notes if "model.xml" in n]
+    assert "older than model.onnx" in note
+    newer = older + 20  # converted again: served, and the folder's model.onnx goes
+    for f in ("model.xml", "model.bin"):
+        os.utime(ex / f, (newer, newer))
+    res = write_triton_repo(ex, tmp_path / "repo", ex.parent,
+                            TritonRepoOptions(backends=("openvino",)))
+    assert sorted(p.name for p in (ov / "1").iterdir()) == ["model.bin", "model.xml"]

@@ -114,11 +114,19 @@ def export_cmd(
         help="Accuracy gate: max Dice drop vs fp32 on the validation images.")] = 0.005,
     gate_images: Annotated[int, typer.Option(
         help="Validation images the accuracy gate uses (spread over held-out groups).")] = 96,
+    gate_data: Annotated[Path | None, typer.Option(
+        help="The accuracy gate's images: a dataset with masks (default: the run's validation "
+             "images; needed when they moved).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/export).")] = None,
     triton: Annotated[Path | None, typer.Option(
         "--triton", help="Also write a Triton model repository here (onnxruntime, openvino "
                          "and, when built, tensorrt models); with --no-onnx and no --trt, "
                          "only write it from the existing export.")] = None,
+    triton_name: Annotated[str | None, typer.Option(
+        help="--triton: the models' base name (default: the run folder's name).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="--triton: replace model folders and a README.md that lkmseg did not "
+                        "write, that changed since, or that hold another run's model.")] = False,
 ) -> None:
     """Export RUN to ONNX fp32 + fp16 + INT8 (and TensorRT), checking parity against PyTorch
     and every runtime x precision against the accuracy gate.
@@ -141,15 +149,21 @@ def export_cmd(
     from lkmseg.export.precision_gates import GateOptions
 
     console = Console(stderr=True)
+    repo_opts = _repo_options(triton_name, max_batch, force)
     if triton is not None and not onnx and not trt:
-        _triton_repo(run, out, triton, max_batch, console)
+        _triton_repo(run, out, triton, repo_opts, console)
         return
+    if triton is not None:
+        from lkmseg.export.triton_repo import precheck
+
+        precheck(triton, run, repo_opts)
     opts = ExportOptions(onnx=onnx, fp16=fp16, trt=trt, dynamic=dynamic, size=parse_size(size),
                          batch=batch, opset=opset, trt_precision=trt_precision.lower(),
                          max_batch=max_batch, workspace_gib=workspace,
                          parity_images=parity_images, out_dir=out,
                          gates=GateOptions(int8=int8, calib_dir=calib, calib_images=calib_images,
-                                           tolerance=int8_tolerance, gate_images=gate_images))
+                                           tolerance=int8_tolerance, gate_images=gate_images,
+                                           gate_data=gate_data))
     result = export_run(run, opts, strict=False,
                         log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
     print_report(result.report)
@@ -158,16 +172,20 @@ def export_cmd(
     typer.echo(f"report: {result.report_path}")
     result.check()
     if triton is not None:
-        _triton_repo(run, out, triton, max_batch, console)
+        _triton_repo(run, out, triton, repo_opts, console)
 
 
-def _triton_repo(run: Path, out: Path | None, repo: Path, max_batch: int | None,
-                 console) -> None:  # noqa: ANN001 — rich Console
+def _repo_options(name: str | None, max_batch: int | None, force: bool):  # noqa: ANN202
+    from lkmseg.export.triton_repo import TritonRepoOptions
+
+    return TritonRepoOptions(name=name, max_batch=max_batch or 8, force=force)
+
+
+def _triton_repo(run: Path, out: Path | None, repo: Path, opts, console) -> None:  # noqa: ANN001
     from rich.markup import escape
 
-    from lkmseg.export.triton_repo import TritonRepoOptions, write_triton_repo
+    from lkmseg.export.triton_repo import write_triton_repo
 
-    opts = TritonRepoOptions(max_batch=max_batch or 8)
     res = write_triton_repo(out or run / "export", repo, run, opts,
                             log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
     for note in res.notes:

@@ -6,6 +6,10 @@ precisions (bf16, int8) cannot, so they get this gate instead: mean per-image Di
 truth, at the images' full resolution, on the run's validation images (held-out cars), must
 stay within ``tolerance`` (default 0.005) of fp32's. Figures go to report.json's
 ``accuracy_gate`` section, which ``auto`` and ``bench`` read through ``lkmseg.files``.
+
+A run that recorded validation images is gated on them or not at all: when they are not where
+training read them, export stops (exit 2) and asks for ``--gate-data DIR``. Only a run that
+recorded none falls back to samples/ or synthetic images.
 """
 
 from __future__ import annotations
@@ -49,27 +53,76 @@ def _pack(mask: np.ndarray) -> np.ndarray:
     return np.packbits(mask.astype(bool).ravel())
 
 
+FIX = ("pass --gate-data DIR: the dataset the run was trained on, or held-out images with "
+       "masks")
+
+
+def _dataset_pairs(root: Path, cfg: RunConfig) -> list[list[str]]:
+    """``--gate-data DIR``'s (image, mask) pairs: the run's validation groups where it has
+    them, else all of them (a held-out set of its own)."""
+    from lkmseg.data.datasets import find_items
+
+    if not root.is_dir():
+        raise UserError(f"--gate-data {root}: not a folder; {FIX}")
+    try:
+        _, items = find_items(root, group_pattern=cfg.train.group_pattern)
+    except UserError as e:
+        raise UserError(f"--gate-data {root}: {e}") from e
+    groups = set((cfg.data or {}).get("val_groups") or [])
+    held_out = [it for it in items if it.group in groups]
+    return [[str(it.image.resolve()), str(it.mask.resolve())] for it in held_out or items]
+
+
+def _synthetic_pairs(cfg: RunConfig) -> list[list[str]]:
+    """A synthetic run's validation groups, from the embedded set (rebuilt if need be)."""
+    from lkmseg.data.datasets import find_items
+    from lkmseg.data.synth import default_dataset
+
+    _, items = find_items(default_dataset(progress=False), group_pattern=cfg.train.group_pattern)
+    groups = set(cfg.data.get("val_groups") or [])
+    return [[str(it.image), str(it.mask)] for it in items if it.group in groups]
+
+
+def held_out_items(cfg: RunConfig, gate_data: Path | None = None) -> list[list[str]] | None:
+    """The (image, mask) pairs the gate and parity check use: ``gate_data``'s, else the run's
+    recorded validation items; None when the run recorded none. UserError when recorded ones
+    are missing (a synthetic run's are rebuilt instead)."""
+    if gate_data is not None:
+        return _dataset_pairs(Path(gate_data), cfg)
+    data = cfg.data or {}
+    pairs = [[str(a), str(b)] for a, b in (data.get("val_items") or []) if a and b]
+    if not pairs:
+        return None
+    missing = [p for pair in pairs for p in pair if not Path(p).is_file()]
+    if missing and data.get("layout") == "synthetic":
+        pairs, missing = _synthetic_pairs(cfg), []
+    if missing:
+        raise UserError(f"{len(missing)} of the run's validation files are not where training "
+                        f"read them (first: {missing[0]}); {FIX}")
+    return pairs
+
+
 def _val_pairs(cfg: RunConfig, limit: int) -> list[tuple[Path, Path]]:
     pairs = [(Path(a), Path(b)) for a, b in (cfg.data.get("val_items") or []) if a and b]
-    if not pairs or not all(p.is_file() and m.is_file() for p, m in pairs):
-        return []
     step = max(1, len(pairs) // limit)  # spread over every held-out car and view
     return pairs[::step][:limit]
 
 
 def gate_set(cfg: RunConfig, size: tuple[int, int], limit: int = 96) -> GateSet:
     """Up to ``limit`` validation pairs (read one at a time: full-resolution Carvana images
-    would take GBs); else the parity set (samples/ or synthetic shapes)."""
+    would take GBs); else, for a run that recorded none, the parity set (samples/ or synthetic
+    shapes). An unreadable validation file is a UserError naming it."""
     pairs = _val_pairs(cfg, limit)
     xs, sizes, gt = [], [], []
-    try:
-        for img_path, mask_path in pairs:
+    for img_path, mask_path in pairs:
+        try:
             img = read_image(img_path)
-            xs.append(preprocess([img], size).numpy())
-            sizes.append(img.shape[:2])
-            gt.append(_pack(read_mask(mask_path)))
-    except UserError:
-        pairs = []  # an unreadable validation file: fall back like parity does
+            mask = read_mask(mask_path)
+        except UserError as e:
+            raise UserError(f"accuracy gate: {e}; or {FIX}") from e
+        xs.append(preprocess([img], size).numpy())
+        sizes.append(img.shape[:2])
+        gt.append(_pack(mask))
     if pairs:
         return GateSet(np.concatenate(xs), sizes, gt, f"val_items ({len(pairs)} images, "
                        "held-out groups)", cfg.threshold)

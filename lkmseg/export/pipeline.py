@@ -8,13 +8,17 @@ export fails with GateFailed (exit 3) naming it; a format that cannot be made he
 without TensorRT or a GPU) is a UserError (exit 2). Reduced precisions (OpenVINO bf16, INT8 in
 ONNX Runtime and OpenVINO) are checked by the accuracy gate (``export.precision_gates``); an
 INT8 model that misses it is kept as model.int8.rejected.onnx and the export exits 3 too.
+
+The folder is written as one transaction (``export.outputs``): files are made in a staging
+folder, moved into place when the export is done, listed in manifest.json, and only then are
+the files an earlier export wrote and this one did not rewrite removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +26,13 @@ from pathlib import Path
 
 from lkmseg import __version__
 from lkmseg.engines.tensorrt_runtime import ProfileShapes, current_gpu, tensorrt_status
-from lkmseg.errors import GateFailed, UserError
-from lkmseg.export import parity
+from lkmseg.errors import GateFailed, LkmsegError, UserError
+from lkmseg.export import accuracy_gate, parity
 from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
-from lkmseg.export.precision_gates import REJECTED, GateOptions, PrecisionGates
+from lkmseg.export.outputs import ExportFolder
+from lkmseg.export.precision_gates import GateOptions, PrecisionGates
 from lkmseg.export.tensorrt_build import build_engine, profile_shapes
-from lkmseg.files.layout import ORT_TRT_CACHE
+from lkmseg.files.layout import EXPORT_DIR
 from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx
 from lkmseg.fsutil import write_json
 
@@ -124,6 +129,9 @@ def _validate(opts: ExportOptions) -> None:
     if not 0 <= g.tolerance < 1:
         raise UserError(f"--int8-tolerance {g.tolerance}: a Dice difference in [0, 1), "
                         "e.g. 0.005")
+    if g.gate_data is not None and not Path(g.gate_data).is_dir():
+        raise UserError(f"--gate-data {g.gate_data}: not a folder; pass a dataset (images with "
+                        "masks)")
     if g.calib_dir is not None and not Path(g.calib_dir).is_dir():
         raise UserError(f"--calib {g.calib_dir}: not a folder; pass a folder of images or a "
                         "dataset")
@@ -137,12 +145,26 @@ class _Exporter:
 
         self.run_dir, self.opts, self.log = Path(run_dir), opts, log
         self.model, self.cfg = load_run(self.run_dir)
-        self.out = Path(opts.out_dir) if opts.out_dir else self.run_dir / "export"
+        own = self.run_dir / EXPORT_DIR
+        self.out = Path(opts.out_dir) if opts.out_dir else own
         self.size = tuple(opts.size or self.cfg.size)
         self.files: dict[str, Path] = {}
         self.failures: list[str] = []  # quality gates missed
         self.unavailable: list[str] = []  # formats that cannot be made here
         self.report = self._report_head()
+        self.eval_cfg = self._held_out() if opts.onnx else self.cfg
+        # every file is made in a staging folder and moved into place by commit()
+        self.folder = ExportFolder(self.out, self.out.resolve() == own.resolve(), self.run_dir,
+                                   log)
+        self.stage = self.folder.stage
+
+    def _held_out(self):  # noqa: ANN202 — RunConfig
+        """The config whose val_items parity and the accuracy gate read: where the images are
+        now (UserError, before any work, when the run's are missing)."""
+        pairs = accuracy_gate.held_out_items(self.cfg, self.opts.gates.gate_data)
+        if pairs is None:
+            return self.cfg
+        return dataclasses.replace(self.cfg, data={**self.cfg.data, "val_items": pairs})
 
     def _report_head(self) -> dict:
         spec = self.cfg.model.spec
@@ -160,14 +182,14 @@ class _Exporter:
         self.report["passed"] = not (self.failures or self.unavailable)
         self.report["problems"] = [*self.unavailable, *self.failures]
         self.report["gate_failures"] = list(self.failures)
-        path = self.out / REPORT
+        path = self.stage / REPORT
         write_json(path, self.report)
         return path
 
     def reference(self) -> parity.Reference:
         from lkmseg.engines.torch_engine import TorchEngine
 
-        pset = parity.parity_set(self.cfg, self.opts.parity_images)
+        pset = parity.parity_set(self.eval_cfg, self.opts.parity_images)
         self.log(f"parity inputs: {len(pset.images)} images from {pset.origin}")
         torch_eng = TorchEngine(self.model, self.cfg, "fp32", "cpu", channels_last=False)
         ref = parity.make_reference(torch_eng, pset, self.size, self.cfg.threshold)
@@ -180,39 +202,28 @@ class _Exporter:
                                            "dice_vs_gt": ref.dice_gt, "reference": True}
         return ref
 
-    def remove_stale(self) -> None:
-        """A new model.onnx makes an older fp16 file or engine inconsistent: remove those this
-        export will not rewrite (an engine is rebuilt only if --trt succeeds)."""
-        stale = [] if self.opts.fp16 else [FILES["onnx_fp16"]]
-        stale += [] if self.opts.gates.int8 else [FILES["onnx_int8"], REJECTED]
-        stale += [FILES["tensorrt"], FILES["tensorrt"] + ".json"]
-        for name in stale:
-            p = self.out / name
-            if p.is_file():
-                p.unlink()
-                self.log(f"removed {p.name} left by an earlier export (stale now)")
-        # ONNX Runtime's TensorRT engines are named by graph structure, not weights
-        cache = self.out / ORT_TRT_CACHE
-        if cache.is_dir():
-            shutil.rmtree(cache)
-            self.log(f"removed {ORT_TRT_CACHE}/ (ONNX Runtime TensorRT engines of the old model)")
+    def commit(self) -> ExportResult:
+        """Move the new files into place (and only then remove those they make stale)."""
+        self.folder.commit(new_model=self.opts.onnx)
+        files = {k: self.folder.final(p) for k, p in self.files.items()}
+        return ExportResult(self.out, self.out / REPORT, self.report, files, self.failures,
+                            self.unavailable)
 
     def onnx(self) -> None:
         import torch
 
-        self.remove_stale()
         t0 = time.perf_counter()
         self.log("exporting ONNX fp32 (torch.onnx dynamo exporter)…")
         torch.manual_seed(0)
         fp32 = export_onnx(self.model, self.cfg, dynamic=self.opts.dynamic, size=self.size,
                            batch=self.opts.batch, opset=self.opts.opset)
-        self.files["onnx_fp32"] = save_onnx(fp32, self.out / FILES["onnx_fp32"])
+        self.files["onnx_fp32"] = save_onnx(fp32, self.stage / FILES["onnx_fp32"])
         self.report["formats"]["onnx_fp32"] = {**_file_entry(self.files["onnx_fp32"]),
                                                "export_seconds": round(time.perf_counter() - t0, 2)}
         if self.opts.fp16:
             t0 = time.perf_counter()
             self.log("converting to ONNX fp16 (fp32 inputs/outputs)…")
-            self.files["onnx_fp16"] = save_onnx(convert_fp16(fp32), self.out / FILES["onnx_fp16"])
+            self.files["onnx_fp16"] = save_onnx(convert_fp16(fp32), self.stage / FILES["onnx_fp16"])
             self.report["formats"]["onnx_fp16"] = {
                 **_file_entry(self.files["onnx_fp16"]),
                 "export_seconds": round(time.perf_counter() - t0, 2)}
@@ -251,7 +262,7 @@ class _Exporter:
         other formats' (informational: INT8 is judged by the accuracy gate)."""
         from lkmseg.engines.torch_engine import TorchEngine
 
-        gates = PrecisionGates(self.out, self.cfg, self.size, self.opts.gates, self.log)
+        gates = PrecisionGates(self.stage, self.eval_cfg, self.size, self.opts.gates, self.log)
         torch_fp32 = TorchEngine(self.model, self.cfg, "fp32", "cpu", channels_last=False)
         res = gates.run(self.files, torch_fp32,
                         lambda: TorchEngine(self.model, self.cfg, "bf16", "cpu",
@@ -281,7 +292,7 @@ class _Exporter:
 
         shapes: ProfileShapes = profile_shapes(self.size, self.opts.batch, self.opts.dynamic,
                                                self.opts.max_batch)
-        engine_path = self.out / FILES["tensorrt"]
+        engine_path = self.stage / FILES["tensorrt"]
         self.log(f"building TensorRT {self.opts.trt_precision} engine ({shapes})…")
         t0 = time.perf_counter()
         side = build_engine(self.files["onnx_fp32"], engine_path, shapes,
@@ -310,7 +321,19 @@ def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, str
     _validate(opts)
     if opts.trt:  # fail on impossible profile options before minutes of exporting
         profile_shapes(opts.size or (64, 64), opts.batch, opts.dynamic, opts.max_batch)
+    # TODO(lock): hold the run folder's lock from here until the export is committed
     ex = _Exporter(Path(run_dir), opts, log or (lambda _msg: None))
+    try:
+        result = _steps(ex)
+    finally:
+        ex.folder.discard()  # a failed or interrupted export leaves the folder as it was
+    if strict:
+        result.check()
+    return result
+
+
+def _steps(ex: _Exporter) -> ExportResult:
+    opts = ex.opts
     if opts.onnx:
         ex.onnx()
     else:
@@ -319,11 +342,12 @@ def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, str
     ex.check_onnx(ref)
     if opts.onnx:
         ex.precision_gates(ref)
-    report_path = ex.write_report()
+    ex.write_report()
     if opts.trt:
-        ex.tensorrt(ref)
-        report_path = ex.write_report()
-    result = ExportResult(ex.out, report_path, ex.report, ex.files, ex.failures, ex.unavailable)
-    if strict:
-        result.check()
-    return result
+        try:
+            ex.tensorrt(ref)
+        except LkmsegError:
+            ex.commit()  # the ONNX files and their report stand, as without --trt
+            raise
+        ex.write_report()
+    return ex.commit()

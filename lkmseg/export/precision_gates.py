@@ -6,6 +6,7 @@ run it (ONNX Runtime CPU and OpenVINO), and shipped only inside the gate.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from lkmseg.files.layout import ONNX_FILES
 from lkmseg.hw import cpu_bf16, cpu_int8
 
 REJECTED = "model.int8.rejected.onnx"
-CANDIDATE = ".model.int8.candidate.onnx"
+CANDIDATE = (".model.int8.candidate.", ".onnx")  # prefix, suffix of a unique temporary name
 
 
 @dataclass
@@ -27,6 +28,7 @@ class GateOptions:
     calib_images: int = 16
     tolerance: float = ag.DEFAULT_TOLERANCE
     gate_images: int = 96
+    gate_data: Path | None = None  # the gate's images: a dataset (default: the run's val split)
 
 
 @dataclass
@@ -101,7 +103,9 @@ class PrecisionGates:
         reduce_range = cpu_int8() is False
         entry = {"calibration": {"origin": origin, "available": len(pool)}, "attempts": [],
                  "tolerance": self.opts.tolerance, "checked_on": []}
-        cand, best = self.out / CANDIDATE, None
+        fd, name = tempfile.mkstemp(prefix=CANDIDATE[0], suffix=CANDIDATE[1], dir=self.out)
+        os.close(fd)
+        cand, best = Path(name), None
         try:
             for recipe in q.RECIPES:
                 attempt = self._attempt(fp32, cand, recipe, pool, reduce_range)

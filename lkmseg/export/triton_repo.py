@@ -4,7 +4,8 @@ For a cluster that runs Triton's own backends (no Python in the request path)::
 
     REPO/README.md                        the pre/post-processing contract, models, how to run
     REPO/<name>-onnxruntime/config.pbtxt  + 1/model.onnx   (onnxruntime backend, CPU or GPU)
-    REPO/<name>-openvino/config.pbtxt     + 1/model.xml/.bin (IR) or 1/model.onnx (OpenVINO)
+    REPO/<name>-openvino/config.pbtxt     + 1/model.onnx, or 1/model.xml/.bin where the export
+                                          folder holds an OpenVINO IR newer than model.onnx
     REPO/<name>-tensorrt/config.pbtxt     + 1/model.plan   (only when RUN/export has an engine)
     REPO/<name>-onnxruntime-int8/, REPO/<name>-openvino-int8/  + 1/model.onnx (the INT8 QDQ
         file, only where export shipped it and its accuracy gate passed in that runtime)
@@ -13,13 +14,16 @@ Every model takes the preprocessed batch — float32 (B, 3, H, W), RGB, x/255, r
 training size — and returns logits (B, 1, H, W): the config's ``parameters`` spell the
 contract out (``lkmseg_*`` keys, which the backends ignore). Dynamic batching is on with
 ``max_batch_size`` images; static exports get ``max_batch_size: 0`` and their fixed shape.
+
+Each model folder holds ``lkmseg.json`` (the run and the files lkmseg wrote): a folder or README
+lkmseg did not write, or that changed since, or another run's model under the same name, is
+never replaced without ``force`` (``export.triton_folders``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +32,8 @@ from lkmseg.config import RunConfig
 from lkmseg.data.transforms import logit_threshold
 from lkmseg.errors import UserError
 from lkmseg.export.pbtxt import Enum, Message, parameters, to_text
+from lkmseg.export.triton_folders import check_readme, folder_owner, mark_readme, write_folder
 from lkmseg.files.layout import ENGINE_FILE, ONNX_FILES
-from lkmseg.fsutil import atomic_path, write_text
 
 ONNX, ENGINE, IR = ONNX_FILES["fp32"], ENGINE_FILE, ("model.xml", "model.bin")
 BACKENDS = ("onnxruntime", "openvino", "tensorrt")
@@ -42,6 +46,7 @@ class TritonRepoOptions:
     queue_delay_ms: float = 2.0
     instances: int = 1
     backends: tuple[str, ...] = BACKENDS
+    force: bool = False  # replace folders and a README.md lkmseg did not write
 
 
 @dataclass
@@ -127,6 +132,15 @@ def _onnx_model(src: Path, meta: dict, o: TritonRepoOptions) -> _Model:
     return _Model("onnxruntime", {ONNX: src}, mb, ins, outs, "KIND_AUTO")
 
 
+def fresh_ir(export_dir: Path) -> bool | None:
+    """None: no OpenVINO IR beside model.onnx; False: one older than model.onnx (made from an
+    earlier model: never served); True: a usable one."""
+    ir = [export_dir / f for f in IR]
+    if not all(p.is_file() for p in ir):
+        return None
+    return min(p.stat().st_mtime for p in ir) >= (export_dir / ONNX).stat().st_mtime
+
+
 def _openvino_model(export_dir: Path, meta: dict, o: TritonRepoOptions,
                     onnx: Path | None = None) -> _Model:
     mb, ins, outs = _onnx_shapes(meta, o.max_batch)
@@ -135,7 +149,7 @@ def _openvino_model(export_dir: Path, meta: dict, o: TritonRepoOptions,
     if onnx is not None:  # a given ONNX file (the INT8 one)
         return _Model("openvino", {ONNX: onnx}, mb, ins, outs, "KIND_CPU",
                       [("default_model_filename", ONNX)], params)
-    if all((export_dir / f).is_file() for f in IR):
+    if fresh_ir(export_dir):
         files = {f: export_dir / f for f in IR}
         extra: Message = []
     else:  # the OpenVINO backend reads ONNX too
@@ -203,11 +217,6 @@ def config_message(name: str, m: _Model, meta: dict[str, str], contract: dict[st
     return msg + parameters({**contract, **m.params})  # a model's own precision wins
 
 
-def _copy(src: Path, dst: Path) -> None:
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-
-
 def _plan(export_dir: Path, o: TritonRepoOptions, meta: dict) -> tuple[dict[str, _Model], list]:
     models: dict[str, _Model] = {}
     notes: list[str] = []
@@ -215,6 +224,9 @@ def _plan(export_dir: Path, o: TritonRepoOptions, meta: dict) -> tuple[dict[str,
         models["onnxruntime"] = _onnx_model(export_dir / ONNX, meta, o)
     if "openvino" in o.backends:
         models["openvino"] = _openvino_model(export_dir, meta, o)
+        if fresh_ir(export_dir) is False:
+            notes.append(f"ignored {IR[0]}/{IR[1]} in {export_dir}: older than {ONNX} (made "
+                         f"from an earlier model); the openvino model reads {ONNX}")
     int8, int8_notes = _int8_models(export_dir, meta, o)
     models.update(int8)
     notes += int8_notes
@@ -246,14 +258,49 @@ def write_triton_repo(export_dir: str | Path, repo: str | Path, run_dir: str | P
     contract = _contract(config_from_metadata(meta, export_dir / ONNX), meta)
     base = model_name(Path(run_dir), o.name)
     models, notes = _plan(export_dir, o, meta)
+    run_id = str(Path(run_dir).resolve())
+    owners = _owners(repo, [f"{base}-{b}" for b in models], run_id, o.force)
     result = TritonRepoResult(repo=repo, notes=notes)
     for backend, m in models.items():
         name = f"{base}-{backend}"
         folder = repo / name
+        files: dict[str, bytes | Path] = {}
         for fname, src in m.files.items():
             log(f"{name}: copying {src.name} -> {folder.name}/1/{fname}")
-            _copy(src, folder / "1" / fname)
-        write_text(folder / "config.pbtxt", to_text(config_message(name, m, meta, contract, o)))
+            files[f"1/{fname}"] = src
+        files["config.pbtxt"] = to_text(config_message(name, m, meta, contract, o)).encode()
+        owner = owners[name]
+        write_folder(folder, files, owner, replace=owner is None and folder.exists(),
+                     run_id=run_id, export_dir=export_dir)
         result.models[name] = folder
     write_readme(repo)
+    mark_readme(repo)
     return result
+
+
+def precheck(repo: str | Path, run_dir: str | Path, options: TritonRepoOptions) -> None:
+    """Refuse early (before minutes of exporting) what ``write_triton_repo`` would refuse for
+    sure: the README and the float models' folders."""
+    o, repo = options, Path(repo)
+    _check(o)
+    if repo.exists() and not repo.is_dir():
+        raise UserError(f"--triton {repo}: is a file, not a folder; choose another path")
+    base = model_name(Path(run_dir), o.name)
+    names = [f"{base}-{b}" for b in ("onnxruntime", "openvino") if b in o.backends]
+    _owners(repo, names, str(Path(run_dir).resolve()), o.force)
+
+
+def _owners(repo: Path, names: list[str], run_id: str, force: bool) -> dict[str, dict | None]:
+    """Check every target before writing any (a refusal writes nothing): the marker of each
+    model folder lkmseg may update, None for one to create (or to replace, with ``force``)."""
+    if not force:
+        check_readme(repo)
+    owners = {}
+    for name in names:
+        try:
+            owners[name] = folder_owner(repo / name, run_id)
+        except UserError:
+            if not force:
+                raise
+            owners[name] = None
+    return owners

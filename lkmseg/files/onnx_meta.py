@@ -8,6 +8,7 @@ engines rebuild the pre/post-processing without the run folder.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,7 +88,29 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
     if not model.graph.node:
         raise UserError(f"{p}: not a usable ONNX model (empty graph); "
                         "re-export it with `lkmseg export RUN`")
+    external = [t for t in _tensors(model.graph) if t.data_location == t.EXTERNAL]
+    if external:  # ONNX Runtime would resolve them against the working folder, not the file's
+        where = next((e.value for e in external[0].external_data if e.key == "location"), "?")
+        raise UserError(f"{p}: {len(external)} tensor(s) stored outside the file (external "
+                        f"data, e.g. {where!r}), which lkmseg never writes nor loads; "
+                        "re-export it with `lkmseg export RUN`")
     return model
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of a graph: initializers, sparse ones, and node attributes (subgraphs too)."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
 
 
 def read_metadata(path: str | Path, model: onnx.ModelProto | None = None) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +37,22 @@ class Source:
         pass
 
 
+def output_names(files: list[Path]) -> list[str]:
+    """The output stem of each input: its stem (``a.jpg`` -> ``a``), or its whole file name
+    (``a.jpg`` -> ``a.jpg``, masks ``a.jpg.png``) where the stem is another input's too (``a.png``,
+    ``a.JPG``; compared ignoring case, as macOS and Windows file systems do) or is another input's
+    whole name (``b.png`` beside ``b.png.jpg``). File names in one folder differ, so every input
+    gets its own output."""
+    stems = Counter(f.stem.casefold() for f in files)
+    names = {f.name.casefold() for f in files}
+    return [f.stem if stems[f.stem.casefold()] == 1 and f.stem.casefold() not in names
+            else f.name for f in files]
+
+
 class ImageSource(Source):
     def __init__(self, files: list[Path], kind: str) -> None:
         self.files, self.kind, self.total = files, kind, len(files)
-        stems = [f.stem for f in files]
-        dup = {s for s in stems if stems.count(s) > 1}
-        # a.jpg and a.png in one folder would both write a.png: keep the extension then
-        self.names = [f"{f.stem}_{f.suffix.lstrip('.').lower()}" if f.stem in dup else f.stem
-                      for f in files]
+        self.names = output_names(files)
 
     def __iter__(self) -> Iterator[Item]:
         for i, (f, name) in enumerate(zip(self.files, self.names)):

@@ -571,10 +571,12 @@ def _prepare_data(cfg: RunConfig, data_dir: Path | None, console, is_main: bool)
     for s in prep.skipped:
         if console is not None and is_main:
             console.print(f"[yellow]warning: skipped {s}[/]")
-    cfg.data = {"source": str(prep.source), "layout": prep.layout,
+    # absolute paths: export reads them from wherever it is started
+    cfg.data = {"source": str(prep.source.resolve()), "layout": prep.layout,
                 "train_groups": sorted({i.group for i in prep.train_items}),
                 "val_groups": sorted({i.group for i in prep.val_items}),
-                "val_items": [[str(i.image), str(i.mask)] for i in prep.val_items],
+                "val_items": [[str(i.image.resolve()), str(i.mask.resolve())]
+                              for i in prep.val_items],
                 "n_train": len(prep.train_items), "n_val": len(prep.val_items)}
     return prep
 
