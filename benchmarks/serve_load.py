@@ -369,6 +369,8 @@ def parse_args() -> argparse.Namespace:
                     help="also the large-request memory load: C clients x R requests of B "
                     "images of SxS (default 6,2,4,5000)")
     ap.add_argument("--only-large", action="store_true", help="only the large-request load")
+    ap.add_argument("--min-available-gb", type=float, default=3.0, help="kill the server if "
+                    "the machine's available memory falls below this during the large load")
     ap.add_argument("--serve-arg", action="append", default=[], help="extra `lkmseg serve` "
                     "option for every server, e.g. --serve-arg=--max-pixels=100000000")
     a = ap.parse_args()
@@ -429,7 +431,8 @@ def run_large(srv: Serve, a: argparse.Namespace, normal: np.ndarray,
 
     eng = load_engine(engine[0], a.run, engine[1], device="cpu")
     try:
-        out = large_load(srv, a.large, normal, lambda imgs: predict_arrays(eng, list(imgs)))
+        out = large_load(srv, a.large, normal, lambda imgs: predict_arrays(eng, list(imgs)),
+                         a.min_available_gb)
     finally:
         eng.close()
     con.print({k: v for k, v in out.items() if k != "requests"})

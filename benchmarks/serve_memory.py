@@ -70,38 +70,57 @@ def infer_raw(host: str, port: int, images: np.ndarray, model: str = "lkmseg",
 class MemorySampler(threading.Thread):
     """Samples RSS and PSS (bytes) summed over ``pid`` and all its descendants."""
 
-    def __init__(self, pid: int, period_s: float = 0.25) -> None:
+    def __init__(self, pid: int, period_s: float = 0.25, min_available_gb: float = 3.0) -> None:
         super().__init__(daemon=True)
         self.root, self.period_s = psutil.Process(pid), period_s
+        self.min_available = min_available_gb * 1024**3
+        self.killed_low_memory = False  # the machine ran low: the server was killed
         self.samples: list[tuple[float, int, int]] = []  # (time, rss, pss)
+        self.peaks: dict[str, dict[str, int]] = {}  # process -> peak rss, pss, shared
         self._halt = threading.Event()
 
     def sample(self) -> tuple[int, int]:
         rss = pss = 0
         for p in [self.root, *self.root.children(recursive=True)]:
             try:
-                m = p.memory_full_info()
+                m, name = p.memory_full_info(), f"{p.name()}-{p.pid}"
             except psutil.Error:  # exited meanwhile
                 continue
             rss, pss = rss + m.rss, pss + m.pss
+            peak = self.peaks.setdefault(name, {"rss": 0, "pss": 0, "shared": 0})
+            for k in peak:
+                peak[k] = max(peak[k], getattr(m, k))
         return rss, pss
 
     def run(self) -> None:
         while not self._halt.wait(self.period_s):
             self.samples.append((time.monotonic(), *self.sample()))
+            if psutil.virtual_memory().available < self.min_available:
+                self._kill_server()  # a shared machine: never push others into the OOM killer
+                return
+
+    def _kill_server(self) -> None:
+        self.killed_low_memory = True
+        for p in [*self.root.children(recursive=True), self.root]:
+            try:
+                p.kill()
+            except psutil.Error:
+                continue
 
     def stop(self) -> None:
         self._halt.set()
         self.join(30)
 
 
-def large_load(srv, spec: str, normal_image: np.ndarray, reference) -> dict:  # noqa: ANN001
+def large_load(srv, spec: str, normal_image: np.ndarray, reference,  # noqa: ANN001
+               min_available_gb: float = 3.0) -> dict:
     """``spec`` 'C,R,B,S' (clients, requests each, images per request, side). ``reference``:
-    images -> masks as `lkmseg predict` makes them (None: only shapes are checked)."""
+    images -> masks as `lkmseg predict` makes them (None: only shapes are checked). The
+    server is killed if the machine's available memory falls below ``min_available_gb``."""
     clients, per_client, batch, side = (int(x) for x in spec.split(","))
     images = synthetic_batch(batch, side)
     want = reference(images) if reference is not None else None
-    sampler = MemorySampler(srv.proc.pid)
+    sampler = MemorySampler(srv.proc.pid, min_available_gb=min_available_gb)
     base_rss, base_pss = sampler.sample()
     results: list[dict] = []
     go = threading.Barrier(clients + 1)
@@ -130,7 +149,11 @@ def large_load(srv, spec: str, normal_image: np.ndarray, reference) -> dict:  # 
         t.join()
     wall = time.monotonic() - t0
     sampler.stop()
-    status, masks, text = infer_raw("127.0.0.1", srv.http_port, normal_image[None], timeout_s=120)
+    if sampler.killed_low_memory:
+        status, masks, text = 0, None, "server killed: the machine ran low on memory"
+    else:
+        status, masks, text = infer_raw("127.0.0.1", srv.http_port, normal_image[None],
+                                        timeout_s=120)
     after_rss, after_pss = sampler.sample()
     peak_rss = max((s[1] for s in sampler.samples), default=base_rss)
     peak_pss = max((s[2] for s in sampler.samples), default=base_pss)
@@ -139,12 +162,15 @@ def large_load(srv, spec: str, normal_image: np.ndarray, reference) -> dict:  # 
                      "images_per_request": batch, "side": side,
                      "request_mb": round(images.nbytes / 2**20, 1)},
             "seconds": round(wall, 1), "samples": len(sampler.samples),
+            "killed_low_memory": sampler.killed_low_memory,
             "rss_gb": {"before": round(base_rss * gb, 2), "peak": round(peak_rss * gb, 2),
                        "growth": round((peak_rss - base_rss) * gb, 2),
                        "after": round(after_rss * gb, 2)},
             "pss_gb": {"before": round(base_pss * gb, 2), "peak": round(peak_pss * gb, 2),
                        "growth": round((peak_pss - base_pss) * gb, 2),
                        "after": round(after_pss * gb, 2)},
+            "peak_gb_per_process": {k: {m: round(v * gb, 2) for m, v in d.items()}
+                                    for k, d in sampler.peaks.items()},
             "answers": {"masks": sum(r["masks_equal"] for r in results),
                         "errors": sum(r["status"] != 200 for r in results),
                         "wrong_masks": sum(r["status"] == 200 and not r["masks_equal"]

@@ -530,7 +530,9 @@ def test_sigterm_finishes_in_flight_requests_then_exits(live, engine):
     assert code == 0 and "stopped" in live.output(), live.output()[-2000:]
     assert "torn" not in kinds and kinds.count("ok") > 0
     assert any(k == "ok" and t > t_term for t, k in results)  # in flight at SIGTERM: answered
-    assert "Exit timeout expired" not in live.output() and exit_s < 10  # a graceful exit
+    # graceful: Triton stopped because the requests were done, not at its 10 s exit timeout
+    # (the wall time is no measure: unloading the model alone took 4 s at load average 14)
+    assert "Exit timeout expired" not in live.output() and exit_s < 60
 
 
 def test_default_instances_one_per_core_on_cpu_one_on_gpu(monkeypatch):

@@ -76,7 +76,7 @@ def serve_cmd(
     max_pixels: Annotated[int, typer.Option(help="Most pixels per request (all its images); "
                                                  "larger requests get an error.")] = MAX_PIXELS,
     max_queue: Annotated[int, typer.Option(help="Most requests waiting for an instance; more "
-                                                "get an error at once.")] = 16,
+                                                "get an error at once.")] = 8,
     queue_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for an "
                                                       "instance before it gets an error.")
                              ] = 60.0,

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import http.client
 import logging
+import re
 import signal
 import socket
 import sys
@@ -53,7 +54,7 @@ class ServeOptions:
     threshold: float | None = None  # default: the model's
     max_side: int = MAX_SIDE
     max_pixels: int = MAX_PIXELS  # per request (all its images)
-    max_queue: int = 16  # requests waiting for an instance; more are refused at once
+    max_queue: int = 8  # requests waiting for an instance; more are refused at once
     queue_timeout_s: float = 60.0  # a request waiting longer is refused
     model_name: str = MODEL_NAME
     exit_timeout_s: int = 30  # how long a stop waits for requests in flight
@@ -76,7 +77,8 @@ def _check_options(o: ServeOptions) -> None:
               ("--max-side", o.max_side, 16, 65536), ("--exit-timeout", o.exit_timeout_s, 0, 3600),
               ("--max-pixels", o.max_pixels, 256, 2**40), ("--max-queue", o.max_queue, 1, 100_000),
               ("--queue-delay-ms", o.queue_delay_ms, 0, 10_000),
-              ("--queue-timeout", o.queue_timeout_s, 0.001, 86_400)]
+              ("--queue-timeout", o.queue_timeout_s, 0.001, 86_400),
+              ("start_attempts", o.start_attempts, 1, 100)]
     for opt, v, lo, hi in checks:
         if not lo <= v <= hi:
             raise UserError(f"{opt} {v}: must be between {lo} and {hi}")
@@ -246,9 +248,8 @@ class Server:
     def endpoints(self) -> dict[str, str]:
         """Where the server listens (the address it was given, not a guess)."""
         o = self.options
-        host = o.address
-        return {"http": f"http://{host}:{o.http_port}", "grpc": f"{host}:{o.grpc_port}",
-                "metrics": f"http://{host}:{o.metrics_port}/metrics",
+        return {"http": f"http://{o.address}:{o.http_port}", "grpc": f"{o.address}:{o.grpc_port}",
+                "metrics": f"http://{o.address}:{o.metrics_port}/metrics",
                 "model": o.model_name}
 
     def start(self, stop: threading.Event | None = None) -> Server:
@@ -337,8 +338,14 @@ class StartFailed(Exception):
 
 
 def _one_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
+    """The reason in a failed start's exception, whose text may hold a stub's traceback: its
+    last ``SomeError: message`` line other than the wrappers', else its first line."""
+    text = str(e)
+    found = [m for m in re.findall(r"\b\w+(?:Error|Exception): [^\n]*\S", text)
+             if not m.startswith(("TritonModelException", "InferenceServerException"))
+             and not m.endswith("Traceback (most recent call last):")]
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {found[-1] if found else first}"[:300]
 
 
 def model_ready(o: ServeOptions, timeout_s: float = 10.0) -> bool:
@@ -352,7 +359,7 @@ def model_ready(o: ServeOptions, timeout_s: float = 10.0) -> bool:
                                               network_timeout=timeout_s)
     try:
         return bool(client.is_model_ready(o.model_name))
-    except (OSError, InferenceServerException):
+    except (OSError, http.client.HTTPException, InferenceServerException):
         return False
     finally:
         client.close()

@@ -3,7 +3,9 @@
 in three ways:
 
 - a request with an empty or oversized image is answered INVALID_ARG with one line before
-  PyTriton copies its images on; the other requests of the batch are served;
+  PyTriton copies its images on; the other requests of the batch are served, passed on in
+  groups of at most ``max_pixels`` (one large request at a time goes through PyTriton's
+  shared memory, small ones together as Triton batched them);
 - a request the inference callable failed on is answered with one line instead of two
   tracebacks: INVALID_ARG with the ``BadRequest`` message, or INTERNAL with a short line for
   anything else (a bug: its traceback stays in the server's log);
@@ -69,19 +71,36 @@ class TritonPythonModel(pytriton_model.TritonPythonModel):
                                self._lkmseg["handshake_wait_s"])
         super().initialize(args)
 
-    def _problem(self, request: object) -> str | None:
+    def _check(self, request: object) -> tuple[str | None, int]:
+        """(why the request is refused or None, its pixels)."""
         image = pb_utils.get_input_tensor_by_name(request, self._input)
         if image is None:
-            return f"input '{self._input}' is missing"
-        return lkmseg_limits.shape_problem(image.as_numpy().shape, self._lkmseg["max_side"],
-                                           self._lkmseg["max_pixels"], self._input)
+            return f"input '{self._input}' is missing", 0
+        shape = image.as_numpy().shape
+        problem = lkmseg_limits.shape_problem(shape, self._lkmseg["max_side"],
+                                              self._lkmseg["max_pixels"], self._input)
+        return problem, (shape[0] * shape[1] * shape[2] if problem is None else 0)
 
-    def execute(self, requests: list) -> list:
-        problems = [self._problem(r) for r in requests]
-        good = [r for r, p in zip(requests, problems) if p is None]
+    def _serve(self, requests: list) -> list:
         try:
-            served = iter(super().execute(good) if good else [])
+            return super().execute(requests)
         except pb_utils.TritonModelException as e:
             bad_request, line = reason(str(e))
-            served = iter([_error(line, bad_request) for _ in good])
-        return [next(served) if p is None else _error(p, True) for p in problems]
+            return [_error(line, bad_request) for _ in requests]
+
+    def execute(self, requests: list) -> list:
+        checks = [self._check(r) for r in requests]
+        served, group, pixels = [], [], 0
+        for request, (problem, n) in zip(requests, checks):
+            if problem is not None:
+                continue
+            if group and pixels + n > self._lkmseg["max_pixels"]:
+                served += self._serve(group)
+                group, pixels = [], 0
+            group.append(request)
+            pixels += n
+        if group:
+            served += self._serve(group)
+        answers = iter(served)
+        return [next(answers) if problem is None else _error(problem, True)
+                for problem, _ in checks]
