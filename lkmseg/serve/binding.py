@@ -14,9 +14,10 @@ from lkmseg.errors import UserError
 from lkmseg.serve.contract import EXTRA_HINT, INPUT, LOGITS, MASK
 
 HERE = Path(__file__).resolve().parent
-# An instance waits this long for the first one's handshake; below tritonclient's 60 s load
-# request timeout in PyTriton, so a start that still fails says why instead of timing out.
-HANDSHAKE_WAIT_S = 45.0
+# An instance waits this long for the first one's handshake: below the Python backend's 30 s
+# wait for a stub (its stub-timeout-seconds default) and PyTriton's 60 s load request, so a
+# start that still fails says why instead of timing out elsewhere.
+HANDSHAKE_WAIT_S = 25.0
 SUPPORTED = "0.7"  # the PyTriton minor version whose proxy model triton_model.py extends
 
 
