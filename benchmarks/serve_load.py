@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serve_load.py RUN [--images DIR] [--n-images 16]
         [--requests 200] [--concurrency 1,2,4,8] [--protocols http,grpc] [--rounds 2]
         [--instances 1[,2]] [--json benchmarks/results/serve_load_<date>.json] [--only-load]
+        [--large [6,2,4,5000]] [--only-large] [--serve-arg=--max-pixels=100000000 ...]
 
 1. `lkmseg predict RUN` on the images: the reference masks.
 2. `lkmseg serve RUN` on 127.0.0.1 (free ports), a subprocess — one per --instances value,
@@ -15,6 +16,10 @@
    must get an error, and a good request must succeed after each.
 5. SIGTERM while 4 clients send: answers must be whole and right (none torn), the requests
    in flight must be answered, a new client refused, and the server must exit 0.
+6. With --large: C clients x R requests of B images of S x S at once (serve_memory.py); the
+   peak memory of the server and all its processes (RSS and PSS sums) over its memory before,
+   every answer a right mask or one line of error, and a normal request answered afterwards.
+   --only-large runs only this (and the server it needs).
 
 Every loop is bounded in count and by --time-limit. Needs the serve extra and the images
 (default: $LKMSEG_CARVANA/train).
@@ -43,6 +48,9 @@ from lkmseg.data.imageio import read_image, read_mask
 from lkmseg.fsutil import write_json
 from lkmseg.serve.client import SegmentClient, batch_stats
 from lkmseg.serve.server import free_ports
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_memory import large_load  # noqa: E402 — this folder's module
 
 ROOT = Path(__file__).resolve().parents[1]
 con = Console()
@@ -99,6 +107,7 @@ class Serve:
                "--queue-delay-ms", str(args.queue_delay_ms), "--exit-timeout", "20",
                "--engine", args.engine]
         cmd += ["--instances", str(instances)] if instances is not None else []
+        cmd += args.serve_arg
         self._log = open(log, "w")  # noqa: SIM115 — closed in wait()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -311,6 +320,8 @@ def summarize(phases: list[dict]) -> dict:
 
 
 def print_tables(res: dict) -> None:
+    if not res["phases"]:
+        return
     t = Table(title="lkmseg serve, loopback (per round)")
     for c in ("round", "inst", "protocol", "clients", "req", "req/s", "p50 ms", "p99 ms",
               "Dice min", "exact", "batch sizes (executions)", "errors"):
@@ -354,7 +365,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--only-load", action="store_true", help="skip the bad-request and stop "
                     "checks (quick looks)")
+    ap.add_argument("--large", nargs="?", const="6,2,4,5000", default=None, metavar="C,R,B,S",
+                    help="also the large-request memory load: C clients x R requests of B "
+                    "images of SxS (default 6,2,4,5000)")
+    ap.add_argument("--only-large", action="store_true", help="only the large-request load")
+    ap.add_argument("--min-available-gb", type=float, default=3.0, help="kill the server if "
+                    "the machine's available memory falls below this during the large load")
+    ap.add_argument("--serve-arg", action="append", default=[], help="extra `lkmseg serve` "
+                    "option for every server, e.g. --serve-arg=--max-pixels=100000000")
     a = ap.parse_args()
+    if a.only_large:
+        a.large = a.large or "6,2,4,5000"
     if not a.images.is_dir():
         ap.error(f"--images {a.images}: not a folder (set LKMSEG_CARVANA or pass --images)")
     return a
@@ -401,6 +422,23 @@ def start_servers(a: argparse.Namespace, work: Path, images: list) -> list[Serve
     return servers
 
 
+def run_large(srv: Serve, a: argparse.Namespace, normal: np.ndarray,
+              engine: tuple[str, str]) -> dict:
+    """The large-request load against ``srv``; masks checked against predict's own code with
+    the engine and precision the server runs."""
+    from lkmseg.engines import load_engine
+    from lkmseg.predict import predict_arrays
+
+    eng = load_engine(engine[0], a.run, engine[1], device="cpu")
+    try:
+        out = large_load(srv, a.large, normal, lambda imgs: predict_arrays(eng, list(imgs)),
+                         a.min_available_gb)
+    finally:
+        eng.close()
+    con.print({k: v for k, v in out.items() if k != "requests"})
+    return out
+
+
 def main() -> None:
     a = parse_args()
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
@@ -419,13 +457,17 @@ def main() -> None:
             raise SystemExit(f"the servers run different engines: {sorted(engines)}")
         res["reference"] = "lkmseg predict --engine {} --precision {} --batch-size 1".format(
             *engines.pop())
-        refs = reference_masks(a.run, folder, work / "predict", stems,
-                               served_engine(res["servers"][0]["banner"]))
-        res["phases"] = run_phases(servers, a, images, refs)
-        res["bad_requests"] = [] if a.only_load else bad_requests(servers[0], images[0])
+        engine = served_engine(res["servers"][0]["banner"])
+        if a.large:
+            res["large"] = run_large(servers[0], a, images[0], engine)
+        refs = [] if a.only_large else reference_masks(a.run, folder, work / "predict", stems,
+                                                       engine)
+        res["phases"] = [] if a.only_large else run_phases(servers, a, images, refs)
+        quick = a.only_load or a.only_large
+        res["bad_requests"] = [] if quick else bad_requests(servers[0], images[0])
         res["stop"] = []
         for srv in servers:
-            if a.only_load:
+            if quick:
                 srv.proc.send_signal(signal.SIGTERM)
                 srv.wait(60)
             else:

@@ -5,12 +5,15 @@ Exit codes (README "Errors"): 0 done; 1 a bug (Python traceback: please report i
 dependency (``UserError``); 3 a quality gate failed — export parity, INT8 accuracy, an engine
 build (``GateFailed``); the files were written and the report says which figure missed;
 4 a training process stopped because another one failed (``PeerFailed``: the launcher reports
-the process that failed first, with that one's code).
+the process that failed first, with that one's code); 5 ``lkmseg serve``'s Triton Inference
+Server exited on its own while serving (``ServerDied``: killed, out of memory, crashed; its log
+says which); 130 interrupted (Ctrl-C) before the work was done.
 """
 
 from __future__ import annotations
 
-EXIT_BUG, EXIT_BAD_INPUT, EXIT_GATE, EXIT_PEER = 1, 2, 3, 4
+EXIT_BUG, EXIT_BAD_INPUT, EXIT_GATE, EXIT_PEER, EXIT_SERVER_DIED = 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
 
 
 class LkmsegError(Exception):
@@ -40,3 +43,10 @@ class PeerFailed(LkmsegError):
     """Another training process failed (and reports why itself); this one stops quietly."""
 
     exit_code = EXIT_PEER
+
+
+class ServerDied(LkmsegError):
+    """The inference server lkmseg started exited on its own while serving (not a bug of
+    lkmseg: a kill, the out-of-memory killer or a crash of the server; its log says which)."""
+
+    exit_code = EXIT_SERVER_DIED

@@ -6,12 +6,12 @@ Kept free of heavy imports: clients, the load test and the CLI read these names.
 from __future__ import annotations
 
 from lkmseg.errors import UserError
+from lkmseg.serve.limits import MAX_PIXELS, MAX_SIDE  # noqa: F401 — re-exported
 
 MODEL_NAME = "lkmseg"
 INPUT = "image"  # uint8 (B, H, W, 3), RGB
 MASK = "mask"  # uint8 (B, H, W), {0, 1}
 LOGITS = "logits"  # float32 (B, H, W), the model's logits resized to the image (--logits)
-MAX_SIDE = 8192  # default largest image side accepted (a 20000x20000 request is refused)
 EXTRA_HINT = "pip install 'lkmseg[serve]'"
 
 

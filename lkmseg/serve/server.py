@@ -3,25 +3,33 @@
     with Server("runs/1x5", ServeOptions(http_port=8000)) as srv:   # started, model ready
         print(srv.endpoints)
 
-``serve()`` is the blocking form behind ``lkmseg serve``: it returns after SIGINT or SIGTERM,
-once Triton has finished the requests in flight (new ones are refused meanwhile).
+The engines are loaded (and ``auto`` measured) before Triton starts; a start counts only once
+Triton says the model itself is ready, and a failed start is tried again. ``serve()`` is the
+blocking form behind ``lkmseg serve``: it returns after SIGINT or SIGTERM, once Triton has
+finished the requests in flight (new ones are refused meanwhile).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import logging
+import re
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lkmseg.errors import LkmsegError, UserError
-from lkmseg.serve.contract import INPUT, LOGITS, MASK, MAX_SIDE, MODEL_NAME, check_extra
+from lkmseg.errors import ServerDied, UserError
+from lkmseg.serve.address import LOOPBACK, check_address
+from lkmseg.serve.binding import bind, check_pytriton
+from lkmseg.serve.contract import MODEL_NAME, check_extra
+from lkmseg.serve.limits import BAD_REQUEST, MAX_PIXELS, MAX_SIDE
 from lkmseg.serve.pybackend import libpython_on_path
 from lkmseg.serve.segmenter import Segmenter
 
@@ -35,7 +43,7 @@ class ServeOptions:
     engine: str = "auto"
     precision: str | None = None
     device: str = "auto"
-    address: str = "0.0.0.0"
+    address: str = LOOPBACK  # this machine only; 0.0.0.0: every interface (see docs/serving.md)
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
@@ -45,8 +53,12 @@ class ServeOptions:
     logits: bool = False
     threshold: float | None = None  # default: the model's
     max_side: int = MAX_SIDE
+    max_pixels: int = MAX_PIXELS  # per request (all its images)
+    max_queue: int = 8  # requests waiting for an instance; more are refused at once
+    queue_timeout_s: float = 60.0  # a request waiting longer is refused
     model_name: str = MODEL_NAME
     exit_timeout_s: int = 30  # how long a stop waits for requests in flight
+    start_attempts: int = 3  # a start whose model does not load is tried this often
 
 
 def _check_options(o: ServeOptions) -> None:
@@ -60,13 +72,16 @@ def _check_options(o: ServeOptions) -> None:
     if len(set(ports.values())) < 3:
         raise UserError("--http-port, --grpc-port and --metrics-port must differ, got "
                         + ", ".join(f"{k[2:]} {v}" for k, v in ports.items()))
+    check_address(o.address)
     checks = [("--max-batch", o.max_batch, 1, 1024), ("--instances", o.instances or 1, 1, 64),
-              ("--max-side", o.max_side, 16, 65536), ("--exit-timeout", o.exit_timeout_s, 0, 3600)]
+              ("--max-side", o.max_side, 16, 65536), ("--exit-timeout", o.exit_timeout_s, 0, 3600),
+              ("--max-pixels", o.max_pixels, 256, 2**40), ("--max-queue", o.max_queue, 1, 100_000),
+              ("--queue-delay-ms", o.queue_delay_ms, 0, 10_000),
+              ("--queue-timeout", o.queue_timeout_s, 0.001, 86_400),
+              ("start_attempts", o.start_attempts, 1, 100)]
     for opt, v, lo, hi in checks:
         if not lo <= v <= hi:
             raise UserError(f"{opt} {v}: must be between {lo} and {hi}")
-    if not 0 <= o.queue_delay_ms <= 10_000:
-        raise UserError(f"--queue-delay-ms {o.queue_delay_ms}: must be between 0 and 10000")
     if o.threshold is not None and not 0 < o.threshold < 1:
         raise UserError(f"--threshold {o.threshold}: must be between 0 and 1 (exclusive)")
     if not re.fullmatch(r"[A-Za-z0-9._-]+", o.model_name):
@@ -140,10 +155,11 @@ def _engine_kw(o: ServeOptions, engine: str) -> dict[str, Any]:
 
 
 def _shorten_tracebacks(record: logging.LogRecord) -> bool:
-    """PyTriton logs a failed request with its whole traceback: keep the last line (the
-    reason, e.g. ``BadRequest: image 20000x20000 is larger...``)."""
+    """PyTriton logs a failed request with its whole traceback: a bad request's is cut to its
+    last line (the reason, e.g. ``BadRequest: image 20000x20000 is larger...``); any other
+    failure is a bug and keeps its traceback."""
     msg = record.getMessage()
-    if "Traceback (most recent call last)" in msg:
+    if "Traceback (most recent call last)" in msg and BAD_REQUEST in msg:
         head = msg.split("Traceback", 1)[0].rstrip(": \n")
         tail = msg.strip().splitlines()[-1]
         record.msg, record.args = f"{head}: {tail}", None
@@ -189,6 +205,7 @@ class Server:
         self.options = o = options or ServeOptions()
         _check_options(o)
         check_extra()
+        check_pytriton()
         for opt, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port),
                           ("--metrics-port", o.metrics_port)):
             check_port_free(o.address, port, opt)
@@ -215,7 +232,8 @@ class Server:
             kw = _engine_kw(o, name)
             self.engines = [load_engine(o.engine, src, o.precision, o.device, **kw)
                             for _ in range(o.instances)]
-        self.segmenters = [Segmenter(e, o.threshold, o.logits, o.max_side) for e in self.engines]
+        self.segmenters = [Segmenter(e, o.threshold, o.logits, o.max_side, o.max_pixels)
+                           for e in self.engines]
         self.config = self.engines[0].config
         self.threshold = self.segmenters[0].threshold
         self._triton: Any = None
@@ -228,65 +246,82 @@ class Server:
 
     @property
     def endpoints(self) -> dict[str, str]:
+        """Where the server listens (the address it was given, not a guess)."""
         o = self.options
-        host = "localhost" if o.address in ("0.0.0.0", "::") else o.address
-        return {"http": f"http://{host}:{o.http_port}", "grpc": f"{host}:{o.grpc_port}",
-                "metrics": f"http://{host}:{o.metrics_port}/metrics",
+        return {"http": f"http://{o.address}:{o.http_port}", "grpc": f"{o.address}:{o.grpc_port}",
+                "metrics": f"http://{o.address}:{o.metrics_port}/metrics",
                 "model": o.model_name}
 
-    def _bind(self, triton: Any) -> None:
-        import numpy as np
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-
-        o = self.options
-        outputs = [Tensor(name=MASK, dtype=np.uint8, shape=(-1, -1))]
-        if o.logits:
-            outputs.append(Tensor(name=LOGITS, dtype=np.float32, shape=(-1, -1)))
-        batcher = DynamicBatcher(max_queue_delay_microseconds=round(o.queue_delay_ms * 1000))
-        fns = self.segmenters if len(self.segmenters) > 1 else self.segmenters[0]
-        triton.bind(model_name=o.model_name, infer_func=fns,
-                    inputs=[Tensor(name=INPUT, dtype=np.uint8, shape=(-1, -1, 3))],
-                    outputs=outputs, strict=True,
-                    config=ModelConfig(max_batch_size=o.max_batch, batcher=batcher))
-
-    def start(self) -> Server:
-        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
-
-        o = self.options
+    def start(self, stop: threading.Event | None = None) -> Server:
+        """Start Triton and load the model; a start whose model does not become ready is
+        stopped and tried again, up to ``start_attempts`` times, then a UserError says why.
+        KeyboardInterrupt when ``stop`` is set before the model is ready (Ctrl-C reaches
+        Triton too: it is in this process's group)."""
         logging.getLogger("pytriton.proxy.inference").addFilter(_shorten_tracebacks)
         self._env.enter_context(libpython_on_path())
+        attempts = self.options.start_attempts
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    self._start_once()
+                except StartFailed as e:
+                    self._stop_triton()
+                    if stop is not None and stop.is_set():
+                        raise KeyboardInterrupt from e
+                    if attempt == attempts:
+                        raise UserError(f"Triton Inference Server did not load the model in "
+                                        f"{attempts} attempt(s) ({e}); its log above says why"
+                                        ) from e
+                    print(f"warning: Triton Inference Server did not load the model ({e}); "
+                          f"starting it again (attempt {attempt + 1} of {attempts})",
+                          file=sys.stderr)
+                    continue
+                if stop is not None and stop.is_set():
+                    raise KeyboardInterrupt
+                return self
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_once(self) -> None:
+        from pytriton.client.exceptions import PyTritonClientError
+        from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
+        from tritonclient.utils import InferenceServerException
+
+        o = self.options
         cfg = TritonConfig(http_address=o.address, http_port=o.http_port,
                            grpc_address=o.address, grpc_port=o.grpc_port,
                            metrics_address=o.address, metrics_port=o.metrics_port,
                            exit_timeout_secs=o.exit_timeout_s, log_verbose=0)
         self._triton = Triton(config=cfg,
                               security_config=TritonSecurityConfig(restricted_endpoints=RESTRICTED))
-        try:
-            self._bind(self._triton)
-            self._triton.run()  # starts tritonserver, loads the model, waits until it is ready
-        except TimeoutError as e:  # PyTriton's answer when tritonserver exits while starting
-            self.stop()
-            raise UserError("Triton Inference Server did not become ready (its log above says "
-                            "why: e.g. a port taken since the check, or a model that failed to "
-                            "load); fix that and start again") from e
-        except BaseException:
-            self.stop()
-            raise
-        self._procs = {p.pid: p for p in _descendants()}
-        return self
+        bind(self._triton, o, self.segmenters)
+        try:  # starts tritonserver, loads the model, connects the instances to it
+            self._triton.run()
+        except (OSError, http.client.HTTPException, InferenceServerException,
+                PyTritonClientError) as e:  # a timeout, a refusal, a model that did not load
+            raise StartFailed(_one_line(e)) from e
+        self._procs.update((p.pid, p) for p in _descendants())
+        if not model_ready(self.options):
+            raise StartFailed(f"model '{o.model_name}' is not ready")
 
     def is_alive(self) -> bool:
         return self._triton is not None and self._triton.is_alive()
 
-    def stop(self) -> None:
-        """Stop Triton (it finishes the requests in flight first, up to ``exit_timeout_s``),
-        then release the engines."""
+    def _stop_triton(self) -> None:
+        """Stop Triton (it finishes the requests in flight first, up to ``exit_timeout_s``) and
+        whatever it left behind."""
         if self._triton is not None:
             self._procs.update((p.pid, p) for p in _descendants())
             self._triton.stop()
             self._triton = None
         _reap(list(self._procs.values()))
         self._procs = {}
+
+    def stop(self) -> None:
+        """Stop Triton, then release the engines."""
+        self._stop_triton()
         self._env.close()
         for e in self.engines:
             e.close()
@@ -298,22 +333,60 @@ class Server:
         self.stop()
 
 
+class StartFailed(Exception):
+    """Triton started but the model did not become ready (this attempt)."""
+
+
+def _one_line(e: BaseException) -> str:
+    """The reason in a failed start's exception, whose text may hold a stub's traceback: its
+    last ``SomeError: message`` line other than the wrappers', else its first line."""
+    text = str(e)
+    found = [m for m in re.findall(r"\b\w+(?:Error|Exception): [^\n]*\S", text)
+             if not m.startswith(("TritonModelException", "InferenceServerException"))
+             and not m.endswith("Traceback (most recent call last):")]
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return f"{type(e).__name__}: {found[-1] if found else first}"[:300]
+
+
+def model_ready(o: ServeOptions, timeout_s: float = 10.0) -> bool:
+    """Whether Triton says the model (not just the server) is ready: /v2/models/NAME/ready."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    host = "127.0.0.1" if o.address == "0.0.0.0" else o.address
+    client = httpclient.InferenceServerClient(f"{host}:{o.http_port}",
+                                              connection_timeout=timeout_s,
+                                              network_timeout=timeout_s)
+    try:
+        return bool(client.is_model_ready(o.model_name))
+    except (OSError, http.client.HTTPException, InferenceServerException):
+        return False
+    finally:
+        client.close()
+
+
 def serve(model: str | Path, options: ServeOptions | None = None,
           on_ready: Callable[[Server], None] | None = None,
           stop: threading.Event | None = None, poll_s: float = 0.5) -> None:
-    """Serve ``model`` until SIGINT/SIGTERM (or ``stop`` is set, or Triton dies)."""
+    """Serve ``model`` until SIGINT/SIGTERM (or ``stop`` is set). KeyboardInterrupt when that
+    comes before the model is ready; ServerDied when Triton exits on its own while serving
+    (killed, out of memory, crashed)."""
     stop = stop or threading.Event()
-    server = Server(model, options)
+    server = Server(model, options)  # Ctrl-C here (loading, measuring): KeyboardInterrupt
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with server:
+        server.start(stop)
+        try:
             if on_ready is not None:
                 on_ready(server)
             while not stop.wait(poll_s):
                 if not server.is_alive():
-                    raise LkmsegError("Triton Inference Server exited unexpectedly; see its "
-                                      "log above")
+                    raise ServerDied("Triton Inference Server stopped while serving (killed, "
+                                     "out of memory or crashed: its log above says which); "
+                                     "lkmseg serve stopped")
+        finally:
+            server.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
