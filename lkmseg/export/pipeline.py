@@ -321,15 +321,30 @@ def export_run(run_dir: str | Path, options: ExportOptions | None = None, *, str
     _validate(opts)
     if opts.trt:  # fail on impossible profile options before minutes of exporting
         profile_shapes(opts.size or (64, 64), opts.batch, opts.dynamic, opts.max_batch)
-    # TODO(lock): hold the run folder's lock from here until the export is committed
-    ex = _Exporter(Path(run_dir), opts, log or (lambda _msg: None))
-    try:
-        result = _steps(ex)
-    finally:
-        ex.folder.discard()  # a failed or interrupted export leaves the folder as it was
+    with _run_lock(Path(run_dir)):  # a training, resume or export of this run waits
+        ex = _Exporter(Path(run_dir), opts, log or (lambda _msg: None))
+        try:
+            result = _steps(ex)
+        finally:
+            ex.folder.discard()  # a failed or interrupted export leaves the folder as it was
     if strict:
         result.check()
     return result
+
+
+def _run_lock(run_dir: Path):
+    """The run folder's lock; a run folder we cannot write to (exported elsewhere with --out)
+    is exported unlocked, since nothing of it is written."""
+    import contextlib
+
+    from lkmseg.files.lock import FolderBusy, lock_folder
+
+    try:
+        return lock_folder(run_dir, "export")
+    except FolderBusy:
+        raise
+    except UserError:
+        return contextlib.nullcontext()
 
 
 def _steps(ex: _Exporter) -> ExportResult:
