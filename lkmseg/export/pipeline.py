@@ -339,6 +339,8 @@ def _run_lock(run_dir: Path):
 
     from lkmseg.files.lock import FolderBusy, lock_folder
 
+    if not run_dir.is_dir():  # _Exporter says what is wrong with it
+        return contextlib.nullcontext()
     try:
         return lock_folder(run_dir, "export")
     except FolderBusy:
