@@ -22,8 +22,8 @@ from lkmseg.engines import load_engine, resolve_model
 from lkmseg.engines.openvino_engine import OpenVinoEngine, bf16_status
 from lkmseg.errors import UserError
 from lkmseg.export import quantize
-from lkmseg.export.parity import dice
 from lkmseg.files.onnx_meta import read_metadata
+from lkmseg.metrics import dice
 from lkmseg.models import ModelConfig
 
 runner = CliRunner()

@@ -26,6 +26,7 @@ from lkmseg.bench.peaks import measure_peaks, peak_for
 from lkmseg.config import RunConfig
 from lkmseg.data.transforms import postprocess, preprocess
 from lkmseg.errors import UserError
+from lkmseg.metrics import mean_dice
 from lkmseg.models import build_model, count_params
 
 ENGINE_PRECISIONS = rowlib.ENGINE_PRECISIONS
@@ -106,17 +107,7 @@ def _dice_for(engine, model_cfg: RunConfig, inputs: BenchInputs, size, batch: in
     target = inputs.masks if inputs.has_masks else ref_masks
     if target is None:
         return None, preds
-    return _mean_dice(preds, target), preds
-
-
-def _mean_dice(preds: list[np.ndarray], target: list[np.ndarray]) -> float:
-    return float(np.mean([_dice(p, t) for p, t in zip(preds, target)]))
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    inter = float(np.logical_and(a, b).sum())
-    tot = float(a.sum() + b.sum())
-    return 1.0 if tot == 0 else 2 * inter / tot
+    return mean_dice(preds, target), preds
 
 
 def _base_row(m: Model, files: dict, eng: str, prec: str, device: str) -> dict:
@@ -259,7 +250,7 @@ def _timed_rows(m: Model, eng, fig: dict, base: dict, ref: dict, opts: BenchOpti
         ref.update(preds=preds, dice=fig["dice"] if inputs.has_masks else None)
         if not inputs.has_masks:
             fig["dice"] = 1.0
-    fig["agreement"] = _mean_dice(preds, ref["preds"]) if "preds" in ref else None
+    fig["agreement"] = mean_dice(preds, ref["preds"]) if "preds" in ref else None
     verdict = rowlib.dice_gate(fig["dice"] if inputs.has_masks else None, ref.get("dice"),
                                base["precision"], opts.dice_tolerance)
     out = []

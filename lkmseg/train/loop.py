@@ -26,6 +26,7 @@ from lkmseg.data.loader import BatchSource, Prefetcher
 from lkmseg.errors import PeerFailed, UserError
 from lkmseg.files import run_folder as ckpt
 from lkmseg.fsutil import explain_os_error, remove_stale_temps, write_json
+from lkmseg.metrics import dice_per_image
 from lkmseg.models import build_model, count_params
 from lkmseg.train.distributed import (
     all_max,
@@ -35,7 +36,7 @@ from lkmseg.train.distributed import (
     rank0_first,
 )
 from lkmseg.train.logs import TRAIN_FIELDS, VAL_FIELDS, CsvLog
-from lkmseg.train.losses import bce_dice_loss, dice_per_image
+from lkmseg.train.losses import bce_dice_loss
 from lkmseg.train.runtime import (
     Runtime,
     choose_precision_layout,
