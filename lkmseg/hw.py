@@ -199,14 +199,17 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
     return info
 
 
-def library_versions() -> dict[str, str]:
+LIBRARIES = ("torch", "onnx", "onnxslim", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
+             "tensorrt", "nvidia-pytriton", "tritonclient")
+
+
+def library_versions(dists: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     """Installed versions of the runtimes a figure may depend on (absent ones left out),
     read from package metadata without importing them."""
     from importlib import metadata
 
     out = {}
-    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
-                 "tensorrt", "nvidia-pytriton", "tritonclient"):
+    for dist in dists:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lkmseg import devices, timing
 from lkmseg.bench import rows as rowlib
 from lkmseg.bench.inputs import BenchInputs, load_inputs
-from lkmseg.bench.measure import LatencyProbe, gflops_per_image, interleave, rss_mb
+from lkmseg.bench.measure import gflops_per_image, rss_mb
 from lkmseg.bench.peaks import measure_peaks, peak_for
 from lkmseg.config import RunConfig
 from lkmseg.data.transforms import postprocess, preprocess
@@ -56,9 +57,7 @@ class Model:
 
 
 def _device(opts: BenchOptions) -> str:
-    if opts.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return opts.device
+    return str(devices.torch_device(opts.device))
 
 
 def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str]]:
@@ -161,7 +160,8 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
         rows += _load_model_engines(m, opts, device, inputs, probes, console)
     if console:
         console.print(f"timing {len(probes)} engine/batch configurations, interleaved…")
-    interleave(probes, reps=opts.reps, rounds=opts.rounds, max_seconds=opts.max_seconds)
+    timing.interleave(probes, rounds=opts.rounds, per_round=max(1, opts.reps // opts.rounds),
+                      max_seconds=opts.max_seconds)
     for r in rows:
         _finish_row(r, probes, train_ips, ctx)
     ctx["load_after"] = _load()
@@ -258,7 +258,8 @@ def _timed_rows(m: Model, eng, fig: dict, base: dict, ref: dict, opts: BenchOpti
         x = preprocess([inputs.images[i % len(inputs.images)] for i in range(bs)],
                        size).numpy()
         key = f"{m.name}|{base['engine']}|{fig['precision']}|{bs}"
-        probes[key] = LatencyProbe(lambda e=eng, x=x: e(x))
+        probes[key] = timing.Probe(lambda e=eng, x=x: e(x))
+        probes[key].warm(3)
         out.append({**base, **fig, "batch": bs, "probe": key, "status": verdict.status,
                     "failure": verdict.kind})
     return out

@@ -3,12 +3,11 @@ for several models interleaved round-robin so a noisy machine cannot favour one 
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 
+from lkmseg import timing
 from lkmseg.config import TrainConfig
 from lkmseg.data.cache import cache_root
 from lkmseg.models import ModelConfig, build_model
@@ -83,25 +82,15 @@ def measure_training(models: dict[str, ModelConfig | Variant], size: tuple[int, 
     variants = {k: m if isinstance(m, Variant) else Variant(m, tcfg.amp, str(tcfg.channels_last))
                 for k, m in models.items()}
     steps = {k: _make_step(v, size, batch, dev, tcfg.compile) for k, v in variants.items()}
-    for step, _ in steps.values():
-        for _ in range(warmup):
-            step()
-        _sync(dev)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for r in range(rounds):
-        for name, (step, _) in steps.items():
-            _sync(dev)
-            t0 = time.perf_counter()
-            for _ in range(steps_per_round):
-                step()
-            _sync(dev)
-            times[name].append((time.perf_counter() - t0) / steps_per_round)
-        if progress:
-            progress(r + 1, rounds)
-    return {k: Throughput(k, batch / statistics.median(v), batch / min(v),
-                          [round(t * 1000, 2) for t in v], steps[k][1].precision,
+    probes = {k: timing.Probe(step, group=steps_per_round, sync=lambda: _sync(dev))
+              for k, (step, _) in steps.items()}
+    for p in probes.values():
+        p.warm(warmup)
+    timing.interleave(probes, rounds=rounds, progress=progress)
+    return {k: Throughput(k, batch / p.median(), batch / p.best(),
+                          [round(t * 1000, 2) for t in p.times], steps[k][1].precision,
                           steps[k][1].channels_last, steps[k][1].why)
-            for k, v in times.items()}
+            for k, p in probes.items()}
 
 
 def loader_throughput(images, masks, batch: int = 8, n_batches: int = 30,

@@ -54,7 +54,7 @@ def environment() -> dict[str, Any]:
         env["onnxruntime_device"] = ort.get_device()
     except ImportError:
         env["onnxruntime_providers"] = []
-    from lkmseg.engines.onnxruntime_engine import physical_cores
+    from lkmseg.devices import physical_cores
     from lkmseg.hw import cpu_model, describe_isa
 
     env["cpu"] = {"name": cpu_model(), "physical_cores": physical_cores(),

@@ -68,7 +68,7 @@ class OpenVinoEngine(Engine):
 
     def __init__(self, path: str | Path, precision: str = "fp32", device: str = "cpu",
                  threads: int | None = None) -> None:
-        from lkmseg.engines.onnxruntime_engine import physical_cores
+        from lkmseg.devices import physical_cores
         from lkmseg.files.onnx_meta import config_from_metadata, load_onnx, read_metadata
 
         super().__init__()

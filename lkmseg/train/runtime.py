@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lkmseg import hw, tune
+from lkmseg import devices, hw, tune
 from lkmseg.errors import UserError
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -97,16 +97,7 @@ class Runtime:
         return f"{name}, {amp}, {fmt}{ddp}"
 
 
-def resolve_device(name: str) -> torch.device:
-    name = name.lower()
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise UserError(f"--device {name}: choose auto, cpu, cuda or cuda:N")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible to torch "
-                        f"(torch {torch.__version__}); use --device cpu or install a CUDA build")
-    return torch.device(name)
+resolve_device = devices.torch_device  # the name training code knows it by
 
 
 def candidate_precisions(amp: str, device: torch.device) -> tuple[list[str], str]:
