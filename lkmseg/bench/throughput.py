@@ -11,8 +11,8 @@ from lkmseg import timing
 from lkmseg.config import TrainConfig
 from lkmseg.data.cache import cache_root
 from lkmseg.models import ModelConfig, build_model
-from lkmseg.train.losses import bce_dice_loss
-from lkmseg.train.runtime import Choice, choose_precision_layout, resolve_device
+from lkmseg.train.runtime import Choice, choose_precision_layout, random_batch, resolve_device
+from lkmseg.train.step import timed_step
 
 
 @dataclass
@@ -43,27 +43,8 @@ def _make_step(v: Variant, size: tuple[int, int], batch: int, device: torch.devi
     choice: Choice = choose_precision_layout(v.amp, v.channels_last, model, device,
                                              (batch, *size),
                                              cache_file=cache_root() / "autotune.json")
-    amp, cl = choice.amp_dtype, choice.channels_last
-    model = model.to(device).train()
-    x = torch.rand(batch, 3, *size, device=device)
-    y = (torch.rand(batch, 1, *size, device=device) > 0.5).float()
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    net = torch.compile(model) if compile_ else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=choice.use_scaler)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = net(x)
-        loss = bce_dice_loss(out, y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    return step, choice
+    x, y = random_batch(batch, *size, device)
+    return timed_step(model, x, y, choice.precision, choice.channels_last, compile_), choice
 
 
 def _sync(device: torch.device) -> None:
