@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from lkmseg.errors import UserError
 
 CHOICES = "auto, cpu, cuda or cuda:N"
@@ -55,18 +53,3 @@ def torch_device(device: str):
         raise UserError(f"--device {device}: no CUDA GPU is visible to torch "
                         f"(torch {torch.__version__}); use --device cpu or install a CUDA build")
     return torch.device(d)
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-threads do not help convolutions)."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = os.cpu_count() or 1
-    try:
-        import psutil
-
-        phys = psutil.cpu_count(logical=False) or allowed
-    except ImportError:
-        phys = allowed
-    return max(1, min(allowed, phys))

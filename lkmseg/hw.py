@@ -215,3 +215,18 @@ def library_versions(dists: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads do not help convolutions)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    try:
+        import psutil
+
+        phys = psutil.cpu_count(logical=False) or allowed
+    except ImportError:
+        phys = allowed
+    return max(1, min(allowed, phys))

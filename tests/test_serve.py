@@ -136,7 +136,7 @@ def test_start_banner_and_readiness(live, engine):
                    f"127.0.0.1:{live.grpc_port}", f"127.0.0.1:{live.metrics_port}/metrics",
                    engine.name, "client.infer(\"lkmseg\""):  # auto's cached, measured choice
         assert needle in out
-    from lkmseg.devices import physical_cores
+    from lkmseg.hw import physical_cores
 
     # predict's choice (the same cached measurement), one instance per core by default
     assert f"auto chose {engine.name} {engine.precision}" in out
@@ -371,10 +371,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits(live, engine):
 
 
 def test_default_instances_one_per_core_on_cpu_one_on_gpu(monkeypatch):
-    from lkmseg import devices
+    from lkmseg import devices, hw
     from lkmseg.serve import server as srv
 
-    monkeypatch.setattr(devices, "physical_cores", lambda: 4)
+    monkeypatch.setattr(hw, "physical_cores", lambda: 4)
     monkeypatch.setattr(devices, "gpu_present", lambda: False)
     assert srv.default_instances("onnxruntime", "cpu") == 4
     assert srv.default_instances("openvino", "auto") == 4
@@ -384,7 +384,7 @@ def test_default_instances_one_per_core_on_cpu_one_on_gpu(monkeypatch):
     assert srv._engine_kw(srv.ServeOptions(instances=2), "openvino") == {"threads": 2}
     assert srv._engine_kw(srv.ServeOptions(instances=1), "onnxruntime") == {}
     assert srv._engine_kw(o, "torch") == {}
-    monkeypatch.setattr(devices, "physical_cores", lambda: 64)
+    monkeypatch.setattr(hw, "physical_cores", lambda: 64)
     assert srv.default_instances("onnxruntime", "cpu") == srv.MAX_AUTO_INSTANCES
     for dev in ("cuda", "cuda:1", "gpu", "tensorrt"):
         assert srv.default_instances("onnxruntime", dev) == 1, dev

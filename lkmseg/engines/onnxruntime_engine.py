@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from lkmseg.devices import physical_cores
 from lkmseg.engines.base import Engine, run_fixed_batch, to_numpy
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
 from lkmseg.files.layout import ORT_TRT_CACHE
+from lkmseg.hw import physical_cores
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT, "trt": TRT}

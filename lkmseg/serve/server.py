@@ -118,7 +118,7 @@ def default_instances(engine: str, device: str) -> int:
     post-processing included (measured on 2 cores, 1918x1280 requests: 2 instances served
     1.08-1.20x one instance's throughput for one client, 1.11-1.15x for four); one on a GPU,
     which batches instead, and one for torch, whose threads are one pool per process."""
-    from lkmseg.devices import physical_cores
+    from lkmseg.hw import physical_cores
 
     if engine == "torch" or _on_gpu(engine, device):
         return 1
@@ -128,7 +128,7 @@ def default_instances(engine: str, device: str) -> int:
 def _engine_kw(o: ServeOptions, engine: str) -> dict[str, Any]:
     """Share the cores between instances instead of each one taking all of them (the
     engines that take a thread count)."""
-    from lkmseg.devices import physical_cores
+    from lkmseg.hw import physical_cores
 
     if (o.instances or 1) > 1 and engine in ("onnxruntime", "openvino") and not _on_gpu(
             engine, o.device):
