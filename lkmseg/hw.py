@@ -199,16 +199,34 @@ def machine_info(device: torch.device | str = "cpu") -> dict:
     return info
 
 
-def library_versions() -> dict[str, str]:
+LIBRARIES = ("torch", "onnx", "onnxslim", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
+             "tensorrt", "nvidia-pytriton", "tritonclient")
+
+
+def library_versions(dists: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     """Installed versions of the runtimes a figure may depend on (absent ones left out),
     read from package metadata without importing them."""
     from importlib import metadata
 
     out = {}
-    for dist in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
-                 "tensorrt", "nvidia-pytriton", "tritonclient"):
+    for dist in dists:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
     return out
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads do not help convolutions)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    try:
+        import psutil
+
+        phys = psutil.cpu_count(logical=False) or allowed
+    except ImportError:
+        phys = allowed
+    return max(1, min(allowed, phys))

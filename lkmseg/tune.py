@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lkmseg import timing
 from lkmseg.files.cache import cache_root, read_json, update_json
-
-Clock = Callable[[], float]
+from lkmseg.timing import Clock
 
 
 def time_candidates(fns: dict[str, Callable[[], None]], budget_s: float, rounds: int = 3,
@@ -25,17 +25,11 @@ def time_candidates(fns: dict[str, Callable[[], None]], budget_s: float, rounds:
     to ``rounds`` interleaved timed calls each; rounds after the first are skipped once
     ``budget_s`` (the whole measurement, warm-up included) is spent."""
     start = clock()
-    for fn in fns.values():
-        fn()
-    best = {k: float("inf") for k in fns}
-    for r in range(rounds):
-        if r and clock() - start > budget_s:
-            break
-        for k, fn in fns.items():
-            t0 = clock()
-            fn()
-            best[k] = min(best[k], clock() - t0)
-    return best
+    probes = {k: timing.Probe(fn, clock=clock) for k, fn in fns.items()}
+    for p in probes.values():
+        p.warm()
+    timing.interleave(probes, rounds=rounds, budget_s=budget_s, start=start, clock=clock)
+    return {k: p.best() for k, p in probes.items()}
 
 
 def fastest(seconds: dict[str, float]) -> str:

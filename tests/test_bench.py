@@ -7,10 +7,11 @@ import pytest
 from conftest import SAMPLES
 from typer.testing import CliRunner
 
-from lkmseg.bench.measure import LatencyProbe, gflops_per_image, interleave, percentiles
+from lkmseg.bench.measure import gflops_per_image
 from lkmseg.bench.report import COLUMNS, ratios
 from lkmseg.cli.app import app
 from lkmseg.models import ModelConfig, build_model
+from lkmseg.timing import Probe, interleave, percentiles
 
 CONTRACT = ["model", "block", "kernel", "engine", "status", "params", "gflops", "file_mb",
             "dice", "latency_ms_p50", "latency_ms_p99", "fps", "train_images_per_s"]
@@ -31,8 +32,8 @@ def test_percentiles_and_interleave():
     st = percentiles([0.001 * i for i in range(1, 101)])
     assert st["p50"] == pytest.approx(50.5) and st["p99"] == pytest.approx(99.01)
     order = []
-    probes = {k: LatencyProbe(lambda k=k: order.append(k), warmup=0) for k in "ab"}
-    interleave(probes, reps=6, rounds=3)
+    probes = {k: Probe(lambda k=k: order.append(k)) for k in "ab"}
+    interleave(probes, rounds=3, per_round=2)
     assert order == list("aabbaabbaabb") and len(probes["a"].times) == 6
 
 

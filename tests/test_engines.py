@@ -55,8 +55,8 @@ def test_auto_takes_the_fastest_measured_on_cpu(run, batch, monkeypatch, tmp_pat
 
     monkeypatch.setenv("LKMSEG_CACHE", str(tmp_path / "cache"))
     fast = {"onnxruntime fp32": 1.0}  # every other candidate: 5 ms
-    monkeypatch.setattr(auto, "_time_engine", lambda e, x, reps: [
-        fast.get(f"{e.name} {e.precision}", 5.0) / 1000] * reps)
+    monkeypatch.setattr(auto, "measure", lambda engines, x, **_: {
+        k: fast.get(f"{e.name} {e.precision}", 5.0) for k, e in engines.items()})
     eng = load_engine("auto", run, device="auto")
     assert eng.name == "onnxruntime" and eng.precision == "fp32" and eng.device == "cpu"
     assert "onnxruntime fp32 1.00 ms" in eng.auto_choice

@@ -13,6 +13,7 @@ import torch
 from conftest import make_run
 from typer.testing import CliRunner
 
+from lkmseg import metrics
 from lkmseg.cli.app import app
 from lkmseg.config import RunConfig
 from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine
@@ -75,7 +76,7 @@ def test_fp16_parity_and_io_types(exported):
     y, ref = eng(x), _torch(model, x)
     scale = max(1.0, float(np.abs(ref).max()))
     assert np.abs(y - ref).max() <= 2e-2 * scale
-    assert parity.pooled_dice(list(y > 0), list(ref > 0)) >= 0.995
+    assert metrics.pooled_dice(list(y > 0), list(ref > 0)) >= 0.995
 
 
 def test_metadata_round_trip(exported):
@@ -133,7 +134,7 @@ def test_verdict_thresholds():
     assert parity.verdict(bad, "fp16") == []  # fp16 is gated on masks only
     assert parity.verdict({**ok, "mask_dice_vs_torch": 0.99}, "fp16")
     assert parity.verdict({**ok, "max_abs_logit_diff": None}, "fp16")  # NaN/inf fails
-    assert parity.dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+    assert metrics.dice(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
 
 
 # ----------------------------------------------------------------------------- the CLI

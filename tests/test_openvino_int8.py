@@ -22,8 +22,8 @@ from lkmseg.engines import load_engine, resolve_model
 from lkmseg.engines.openvino_engine import OpenVinoEngine, bf16_status
 from lkmseg.errors import UserError
 from lkmseg.export import quantize
-from lkmseg.export.parity import dice
 from lkmseg.files.onnx_meta import read_metadata
+from lkmseg.metrics import dice
 from lkmseg.models import ModelConfig
 
 runner = CliRunner()
@@ -257,10 +257,10 @@ def test_bench_broken_file_is_failed_and_exits_2(trained, tmp_path):
 
 
 def _fake_timer(ms: dict[str, float], calls: list[str]):
-    def fake(engine, x, reps):
-        key = f"{engine.name} {engine.precision}"
-        calls.append(key)
-        return [ms[key] / 1000] * reps
+    """Stands in for auto.measure: the given milliseconds per engine, each call recorded."""
+    def fake(engines, x, **_):
+        calls.extend(f"{e.name} {e.precision}" for e in engines.values())
+        return {k: ms[f"{e.name} {e.precision}"] for k, e in engines.items()}
     return fake
 
 
@@ -270,7 +270,7 @@ def test_auto_picks_the_fastest_measured_and_caches_it(trained, tmp_path, monkey
           "onnxruntime int8": 9.0, "openvino fp32": 12.0, "openvino bf16": 6.0,
           "openvino int8": 4.0, "torch bf16": 18.0}
     calls: list[str] = []
-    monkeypatch.setattr(auto_mod, "_time_engine", _fake_timer(ms, calls))
+    monkeypatch.setattr(auto_mod, "measure", _fake_timer(ms, calls))
     if _ov_int8_varies(trained):
         eng = load_engine("auto", trained, precision="int8")  # never the one that varies
         assert (eng.name, eng.precision) == ("onnxruntime", "int8")
@@ -313,7 +313,7 @@ def test_auto_picks_the_fastest_measured_and_caches_it(trained, tmp_path, monkey
 def test_auto_without_export_measures_nothing_it_cannot_run(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setenv("LKMSEG_CACHE", str(tmp_path / "cache"))
     calls: list[str] = []
-    monkeypatch.setattr(auto_mod, "_time_engine", _fake_timer({}, calls))
+    monkeypatch.setattr(auto_mod, "measure", _fake_timer({}, calls))
     eng = load_engine("auto", tiny_run(width=2, depth=2))  # never exported: torch only
     assert eng.name == "torch" and not calls and "only candidate" in eng.auto_choice
     assert any("lkmseg export RUN" in s for s in eng.skipped)

@@ -143,7 +143,7 @@ def test_start_banner_and_readiness(live, engine):
                    f"127.0.0.1:{live.grpc_port}", f"127.0.0.1:{live.metrics_port}/metrics",
                    engine.name, "client.infer(\"lkmseg\""):  # auto's cached, measured choice
         assert needle in out
-    from lkmseg.engines.onnxruntime_engine import physical_cores
+    from lkmseg.hw import physical_cores
 
     # predict's choice (the same cached measurement), one instance per core by default
     assert f"auto chose {engine.name} {engine.precision}" in out
@@ -536,12 +536,11 @@ def test_sigterm_finishes_in_flight_requests_then_exits(live, engine):
 
 
 def test_default_instances_one_per_core_on_cpu_one_on_gpu(monkeypatch):
-    from lkmseg.engines import factory
-    from lkmseg.engines import onnxruntime_engine as ore
+    from lkmseg import devices, hw
     from lkmseg.serve import server as srv
 
-    monkeypatch.setattr(ore, "physical_cores", lambda: 4)
-    monkeypatch.setattr(factory, "_gpu_present", lambda: False)
+    monkeypatch.setattr(hw, "physical_cores", lambda: 4)
+    monkeypatch.setattr(devices, "gpu_present", lambda: False)
     assert srv.default_instances("onnxruntime", "cpu") == 4
     assert srv.default_instances("openvino", "auto") == 4
     assert srv.default_instances("torch", "cpu") == 1  # one thread pool per process
@@ -550,13 +549,13 @@ def test_default_instances_one_per_core_on_cpu_one_on_gpu(monkeypatch):
     assert srv._engine_kw(srv.ServeOptions(instances=2), "openvino") == {"threads": 2}
     assert srv._engine_kw(srv.ServeOptions(instances=1), "onnxruntime") == {}
     assert srv._engine_kw(o, "torch") == {}
-    monkeypatch.setattr(ore, "physical_cores", lambda: 64)
+    monkeypatch.setattr(hw, "physical_cores", lambda: 64)
     assert srv.default_instances("onnxruntime", "cpu") == srv.MAX_AUTO_INSTANCES
     for dev in ("cuda", "cuda:1", "gpu", "tensorrt"):
         assert srv.default_instances("onnxruntime", dev) == 1, dev
     assert srv.default_instances("tensorrt", "auto") == 1
     assert srv._engine_kw(srv.ServeOptions(instances=2, device="cuda"), "onnxruntime") == {}
-    monkeypatch.setattr(factory, "_gpu_present", lambda: True)
+    monkeypatch.setattr(devices, "gpu_present", lambda: True)
     assert srv.default_instances("onnxruntime", "auto") == 1
     assert srv.default_instances("openvino", "auto") == 8  # OpenVINO runs on the CPU here
     assert srv.default_instances("onnxruntime", "cpu") == 8

@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lkmseg import devices, timing
 from lkmseg.bench import rows as rowlib
 from lkmseg.bench.inputs import BenchInputs, load_inputs
-from lkmseg.bench.measure import LatencyProbe, gflops_per_image, interleave, rss_mb
+from lkmseg.bench.measure import gflops_per_image, rss_mb
 from lkmseg.bench.peaks import measure_peaks, peak_for
 from lkmseg.config import RunConfig
 from lkmseg.data.transforms import postprocess, preprocess
 from lkmseg.errors import UserError
+from lkmseg.metrics import mean_dice
 from lkmseg.models import build_model, count_params
 
 ENGINE_PRECISIONS = rowlib.ENGINE_PRECISIONS
@@ -55,9 +57,7 @@ class Model:
 
 
 def _device(opts: BenchOptions) -> str:
-    if opts.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return opts.device
+    return str(devices.torch_device(opts.device))
 
 
 def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str]]:
@@ -106,17 +106,7 @@ def _dice_for(engine, model_cfg: RunConfig, inputs: BenchInputs, size, batch: in
     target = inputs.masks if inputs.has_masks else ref_masks
     if target is None:
         return None, preds
-    return _mean_dice(preds, target), preds
-
-
-def _mean_dice(preds: list[np.ndarray], target: list[np.ndarray]) -> float:
-    return float(np.mean([_dice(p, t) for p, t in zip(preds, target)]))
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    inter = float(np.logical_and(a, b).sum())
-    tot = float(a.sum() + b.sum())
-    return 1.0 if tot == 0 else 2 * inter / tot
+    return mean_dice(preds, target), preds
 
 
 def _base_row(m: Model, files: dict, eng: str, prec: str, device: str) -> dict:
@@ -170,7 +160,8 @@ def bench(runs: list[Path], source: Path | None, opts: BenchOptions,
         rows += _load_model_engines(m, opts, device, inputs, probes, console)
     if console:
         console.print(f"timing {len(probes)} engine/batch configurations, interleaved…")
-    interleave(probes, reps=opts.reps, rounds=opts.rounds, max_seconds=opts.max_seconds)
+    timing.interleave(probes, rounds=opts.rounds, per_round=max(1, opts.reps // opts.rounds),
+                      max_seconds=opts.max_seconds)
     for r in rows:
         _finish_row(r, probes, train_ips, ctx)
     ctx["load_after"] = _load()
@@ -259,7 +250,7 @@ def _timed_rows(m: Model, eng, fig: dict, base: dict, ref: dict, opts: BenchOpti
         ref.update(preds=preds, dice=fig["dice"] if inputs.has_masks else None)
         if not inputs.has_masks:
             fig["dice"] = 1.0
-    fig["agreement"] = _mean_dice(preds, ref["preds"]) if "preds" in ref else None
+    fig["agreement"] = mean_dice(preds, ref["preds"]) if "preds" in ref else None
     verdict = rowlib.dice_gate(fig["dice"] if inputs.has_masks else None, ref.get("dice"),
                                base["precision"], opts.dice_tolerance)
     out = []
@@ -267,7 +258,8 @@ def _timed_rows(m: Model, eng, fig: dict, base: dict, ref: dict, opts: BenchOpti
         x = preprocess([inputs.images[i % len(inputs.images)] for i in range(bs)],
                        size).numpy()
         key = f"{m.name}|{base['engine']}|{fig['precision']}|{bs}"
-        probes[key] = LatencyProbe(lambda e=eng, x=x: e(x))
+        probes[key] = timing.Probe(lambda e=eng, x=x: e(x))
+        probes[key].warm(3)
         out.append({**base, **fig, "batch": bs, "probe": key, "status": verdict.status,
                     "failure": verdict.kind})
     return out

@@ -3,17 +3,16 @@ for several models interleaved round-robin so a noisy machine cannot favour one 
 
 from __future__ import annotations
 
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 
+from lkmseg import timing
 from lkmseg.config import TrainConfig
 from lkmseg.files.cache import cache_root
 from lkmseg.models import ModelConfig, build_model
-from lkmseg.train.losses import bce_dice_loss
-from lkmseg.train.runtime import Choice, choose_precision_layout, resolve_device
+from lkmseg.train.runtime import Choice, choose_precision_layout, random_batch, resolve_device
+from lkmseg.train.step import timed_step
 
 
 @dataclass
@@ -44,27 +43,8 @@ def _make_step(v: Variant, size: tuple[int, int], batch: int, device: torch.devi
     choice: Choice = choose_precision_layout(v.amp, v.channels_last, model, device,
                                              (batch, *size),
                                              cache_file=cache_root() / "autotune.json")
-    amp, cl = choice.amp_dtype, choice.channels_last
-    model = model.to(device).train()
-    x = torch.rand(batch, 3, *size, device=device)
-    y = (torch.rand(batch, 1, *size, device=device) > 0.5).float()
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    net = torch.compile(model) if compile_ else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=choice.use_scaler)
-
-    def step() -> None:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = net(x)
-        loss = bce_dice_loss(out, y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    return step, choice
+    x, y = random_batch(batch, *size, device)
+    return timed_step(model, x, y, choice.precision, choice.channels_last, compile_), choice
 
 
 def _sync(device: torch.device) -> None:
@@ -83,25 +63,15 @@ def measure_training(models: dict[str, ModelConfig | Variant], size: tuple[int, 
     variants = {k: m if isinstance(m, Variant) else Variant(m, tcfg.amp, str(tcfg.channels_last))
                 for k, m in models.items()}
     steps = {k: _make_step(v, size, batch, dev, tcfg.compile) for k, v in variants.items()}
-    for step, _ in steps.values():
-        for _ in range(warmup):
-            step()
-        _sync(dev)
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for r in range(rounds):
-        for name, (step, _) in steps.items():
-            _sync(dev)
-            t0 = time.perf_counter()
-            for _ in range(steps_per_round):
-                step()
-            _sync(dev)
-            times[name].append((time.perf_counter() - t0) / steps_per_round)
-        if progress:
-            progress(r + 1, rounds)
-    return {k: Throughput(k, batch / statistics.median(v), batch / min(v),
-                          [round(t * 1000, 2) for t in v], steps[k][1].precision,
+    probes = {k: timing.Probe(step, group=steps_per_round, sync=lambda: _sync(dev))
+              for k, (step, _) in steps.items()}
+    for p in probes.values():
+        p.warm(warmup)
+    timing.interleave(probes, rounds=rounds, progress=progress)
+    return {k: Throughput(k, batch / p.median(), batch / p.best(),
+                          [round(t * 1000, 2) for t in p.times], steps[k][1].precision,
                           steps[k][1].channels_last, steps[k][1].why)
-            for k, v in times.items()}
+            for k, p in probes.items()}
 
 
 def loader_throughput(images, masks, batch: int = 8, n_batches: int = 30,

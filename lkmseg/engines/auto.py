@@ -10,21 +10,19 @@ winner. What was chosen, and the figures it was chosen on, are in ``engine.auto_
 from __future__ import annotations
 
 import hashlib
-import statistics
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from lkmseg import __version__
+from lkmseg import __version__, timing
 from lkmseg.engines.base import Engine
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
 from lkmseg.files.cache import cache_root, read_json, update_json
 from lkmseg.files.export_report import gate_verdict, read_report, varies
-from lkmseg.hw import cpu_key
+from lkmseg.hw import cpu_key, library_versions
 
 Candidate = tuple[str, str | None, str]  # engine, precision, device
 CACHE_VERSION = 1
@@ -77,13 +75,8 @@ def gated(src: ModelSource, cands: list[Candidate]) -> tuple[list[Candidate], li
 
 
 def _versions() -> str:
-    out = []
-    for dist in ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt"):
-        try:
-            out.append(f"{dist}={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return ",".join(out)
+    runtimes = ("torch", "onnxruntime", "onnxruntime-gpu", "openvino", "tensorrt")
+    return ",".join(f"{k}={v}" for k, v in library_versions(runtimes).items())
 
 
 def cache_key(src: ModelSource, cands: list[Candidate], size: tuple[int, int],
@@ -107,32 +100,16 @@ def read_cached(key: str) -> dict | None:
     return d if "choice" in d and "ms" in d else None
 
 
-def _time_engine(engine: Engine, x: np.ndarray, reps: int) -> list[float]:
-    """Seconds per call for ``reps`` calls (the test suite replaces this with a fake timer)."""
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        engine(x)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def measure(engines: dict[str, Engine], x: np.ndarray, rounds: int = 3, reps: int = 3,
             budget_s: float = 0.3) -> dict[str, float]:
-    """Median milliseconds per call of each engine: a warm-up call (compiles, allocates) and
-    a sizing call each, then ``rounds`` interleaved passes of up to ``reps`` calls (a busy
-    machine slows all candidates alike); a slow candidate gets fewer calls per pass
-    (``budget_s``), never fewer than one."""
-    n = {}
-    for k, eng in engines.items():
-        eng(x)
-        first = _time_engine(eng, x, 1)[0]
-        n[k] = max(1, min(reps, int(budget_s / max(first, 1e-6))))
-    times: dict[str, list[float]] = {k: [] for k in engines}
-    for _ in range(rounds):
-        for k, eng in engines.items():
-            times[k] += _time_engine(eng, x, n[k])
-    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+    """Median milliseconds per call of each engine: a warm-up call (compiles, allocates), then
+    ``rounds`` interleaved passes of up to ``reps`` calls; a slow candidate gets fewer calls
+    per pass (about ``budget_s`` each), never fewer than one."""
+    probes = {k: timing.Probe(lambda e=eng: e(x)) for k, eng in engines.items()}
+    for p in probes.values():
+        p.warm()
+    timing.interleave(probes, rounds=rounds, per_round=reps, max_seconds=budget_s * rounds)
+    return {k: 1000 * p.median() for k, p in probes.items()}
 
 
 def label(c: Candidate) -> str:

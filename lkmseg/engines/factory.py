@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lkmseg import devices
 from lkmseg.engines.base import Engine
 from lkmseg.engines.source import ModelSource, resolve_model
 from lkmseg.errors import UserError
@@ -61,8 +62,7 @@ def load_engine(name: str, model: str | Path | ModelSource, precision: str | Non
     engine (e.g. ``threads``/``spinning``/``providers`` for onnxruntime, ``channels_last`` for
     torch, ``threads`` for openvino).
     """
-    if device not in ("auto", "cpu", "cuda", "gpu", "tensorrt") and not device.startswith("cuda:"):
-        raise UserError(f"--device {device}: choose auto, cpu or cuda")
+    device = devices.check(device, engines=True)
     src = model if isinstance(model, ModelSource) else resolve_model(model)
     n = canonical_name(name)
     if n == "auto":
@@ -73,20 +73,6 @@ def load_engine(name: str, model: str | Path | ModelSource, precision: str | Non
     if not ok:
         raise UserError(f"--engine {n}: {why}")
     return cls.from_source(src, precision=prec, device=device, **kw)
-
-
-def _gpu_present() -> bool:
-    """A CUDA device is visible to torch or to onnxruntime (without importing tensorrt)."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return True
-    except ImportError:
-        pass
-    from lkmseg.engines.onnxruntime_engine import CUDA, provider_works
-
-    return provider_works(CUDA)[0]
 
 
 CPU_CANDIDATES = [("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
@@ -102,10 +88,8 @@ def auto_plan(src: ModelSource, precision: str | None = None,
     ``device`` is auto and one is visible, else on the CPU; ``precision`` filters them."""
     from lkmseg.engines.auto import candidate_files
 
-    if device == "auto":
-        device = "cuda" if _gpu_present() else "cpu"
-    gpu = device in ("cuda", "gpu", "tensorrt") or device.startswith("cuda:")
-    dev = (device if device.startswith("cuda:") else "cuda") if gpu else "cpu"
+    dev = devices.resolve(device, engines=True)
+    gpu = devices.is_gpu(dev)
     plan: list[tuple[str, str | None, str]] = []
     if gpu and src.engine is not None:
         plan.append(("tensorrt", precision, dev))

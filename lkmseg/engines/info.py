@@ -54,8 +54,7 @@ def environment() -> dict[str, Any]:
         env["onnxruntime_device"] = ort.get_device()
     except ImportError:
         env["onnxruntime_providers"] = []
-    from lkmseg.engines.onnxruntime_engine import physical_cores
-    from lkmseg.hw import cpu_model, describe_isa
+    from lkmseg.hw import cpu_model, describe_isa, physical_cores
 
     env["cpu"] = {"name": cpu_model(), "physical_cores": physical_cores(),
                   "flags": describe_isa()}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from lkmseg.engines.base import Engine, run_fixed_batch, to_numpy
 from lkmseg.engines.source import ModelSource
 from lkmseg.errors import UserError
 from lkmseg.files.layout import ORT_TRT_CACHE
+from lkmseg.hw import physical_cores
 
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT, "trt": TRT}
@@ -33,21 +33,6 @@ def model_load_errors() -> tuple[type[Exception], ...]:
 
     return (st.Fail, st.InvalidGraph, st.InvalidArgument, st.InvalidProtobuf,
             st.NotImplemented, st.NoSuchFile)
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-threads do not help MLAS convolutions)."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = os.cpu_count() or 1
-    try:
-        import psutil
-
-        phys = psutil.cpu_count(logical=False) or allowed
-    except ImportError:
-        phys = allowed
-    return max(1, min(allowed, phys))
 
 
 def session_options(threads: int | None = None, spinning: bool = False) -> Any:

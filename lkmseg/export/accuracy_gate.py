@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lkmseg import metrics
 from lkmseg.config import RunConfig
 from lkmseg.data.imageio import read_image, read_mask
 from lkmseg.data.transforms import postprocess, preprocess
@@ -147,20 +148,13 @@ def masks_of(engine, gs: GateSet, batch: int = 1) -> list[np.ndarray]:
 
 
 def _dices(gs: GateSet, a: list[np.ndarray], b: list[np.ndarray | None]) -> list[float]:
-    return [parity.dice(gs.unpack(x, i), gs.unpack(y, i)) for i, (x, y) in enumerate(zip(a, b))]
+    return [metrics.dice(gs.unpack(x, i), gs.unpack(y, i)) for i, (x, y) in enumerate(zip(a, b))]
 
 
 def _agreement(gs: GateSet, a: list[np.ndarray], b: list[np.ndarray]) -> tuple[float, float]:
-    """(Dice of all images' pixels together — a few pixels of a tiny mask cannot sink it —,
-    the worst image's Dice), in one pass over the unpacked masks."""
-    inter = total = 0
-    worst = 1.0
-    for i, (x, y) in enumerate(zip(a, b)):
-        u, v = gs.unpack(x, i).astype(bool), gs.unpack(y, i).astype(bool)
-        n_i, n_t = int(np.logical_and(u, v).sum()), int(u.sum()) + int(v.sum())
-        inter, total = inter + n_i, total + n_t
-        worst = min(worst, 1.0 if n_t == 0 else 2.0 * n_i / n_t)
-    return (1.0 if total == 0 else 2.0 * inter / total), worst
+    """(pooled Dice, worst image's Dice) of two lists of packed masks."""
+    return metrics.agreement([gs.unpack(x, i) for i, x in enumerate(a)],
+                             [gs.unpack(y, i) for i, y in enumerate(b)])
 
 
 def _mean_dice(gs: GateSet, a: list[np.ndarray], b: list[np.ndarray | None]) -> float:

@@ -26,6 +26,7 @@ from lkmseg.config import RunConfig
 from lkmseg.data.imageio import list_images, read_image, read_mask
 from lkmseg.data.transforms import logit_threshold, postprocess, preprocess
 from lkmseg.errors import UserError
+from lkmseg.metrics import dice, mean_dice, pooled_dice
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 # (max |Δ logit|, pooled mask Dice vs torch) each format must meet; None = not gated.
@@ -113,14 +114,6 @@ def run_batched(engine, x: np.ndarray, batch: int = 4) -> np.ndarray:
     return np.concatenate([engine(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks; two empty masks agree perfectly (see ``mask_cut`` for why
-    the parity gate never compares two empty masks)."""
-    a, b = a.astype(bool), b.astype(bool)
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
-
-
 DEGENERATE = 0.005  # reference foreground fraction below this (or above 1 - this)
 REL_LOGIT = 0.02  # degenerate masks: max |Δ logit| / reference logit spread must stay below
 MIN_SPREAD = 0.5  # ... with the spread counted as at least this (an absolute floor of 0.01)
@@ -135,12 +128,6 @@ def mask_cut(ref_logits: np.ndarray, threshold: float) -> tuple[float, str]:
         return cut, "threshold"
     what = "empty" if fg < DEGENERATE else "full"
     return float(np.median(ref_logits)), f"median logit (reference masks {what} at the threshold)"
-
-
-def pooled_dice(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
-    inter = sum(int(np.logical_and(x.astype(bool), y.astype(bool)).sum()) for x, y in zip(xs, ys))
-    total = sum(int(x.astype(bool).sum()) + int(y.astype(bool).sum()) for x, y in zip(xs, ys))
-    return 1.0 if total == 0 else 2.0 * inter / total
 
 
 def odd_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -163,11 +150,6 @@ class Reference:
     logits_odd: np.ndarray
 
 
-def mean_dice_gt(pred: list[np.ndarray], gt: list[np.ndarray | None]) -> float | None:
-    vals = [dice(p, g) for p, g in zip(pred, gt) if g is not None and g.shape == p.shape]
-    return float(np.mean(vals)) if vals else None
-
-
 def make_reference(torch_engine, pset: ParitySet, size: tuple[int, int],
                    threshold: float) -> Reference:
     x = preprocess(pset.images, size).numpy()
@@ -175,7 +157,7 @@ def make_reference(torch_engine, pset: ParitySet, size: tuple[int, int],
     masks = postprocess(logits, pset.sizes, threshold)
     reps = (pset.images * 3)[:3]
     x_odd = preprocess(reps, odd_size(size)).numpy()  # batch 3 at an odd size
-    return Reference(pset, size, threshold, x, logits, masks, mean_dice_gt(masks, pset.masks),
+    return Reference(pset, size, threshold, x, logits, masks, mean_dice(masks, pset.masks),
                      x_odd, torch_engine(x_odd))
 
 
@@ -210,7 +192,7 @@ def compare(engine, ref: Reference, precision: str) -> dict:
         "mask_dice_vs_torch": mask_dice,
         "min_image_mask_dice_vs_torch": float(min(per_image)),
         "mask_basis": basis,
-        "dice_vs_gt": mean_dice_gt(masks, ref.pset.masks),
+        "dice_vs_gt": mean_dice(masks, ref.pset.masks),
         "odd_shape_check": {"skipped": "static export: one input shape only"}
         if odd is None else {
             "shape": list(ref.x_odd.shape),

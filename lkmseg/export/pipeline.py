@@ -102,11 +102,14 @@ def timing_cache_path() -> Path:
 
 
 def _versions() -> dict[str, str | None]:
-    from lkmseg.engines.info import environment
+    import platform
 
-    env = environment()
-    return {k: env.get(k) for k in ("python", "torch", "onnx", "onnxslim", "onnxruntime",
-                                    "tensorrt", "cuda")}
+    import torch
+
+    from lkmseg.hw import library_versions
+
+    libs = library_versions(("torch", "onnx", "onnxslim", "onnxruntime", "tensorrt"))
+    return {"python": platform.python_version(), **libs, "cuda": torch.version.cuda}
 
 
 def _file_entry(path: Path) -> dict:

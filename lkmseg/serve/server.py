@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lkmseg import devices
 from lkmseg.errors import ServerDied, UserError
 from lkmseg.serve.address import LOOPBACK, check_address
 from lkmseg.serve.binding import bind, check_pytriton
@@ -120,13 +121,9 @@ MAX_AUTO_INSTANCES = 8
 def _on_gpu(engine: str, device: str) -> bool:
     if engine == "openvino":
         return False
-    if engine == "tensorrt" or device in ("cuda", "gpu", "tensorrt") or device.startswith("cuda:"):
+    if engine == "tensorrt":
         return True
-    if device == "auto":
-        from lkmseg.engines.factory import _gpu_present
-
-        return _gpu_present()
-    return False
+    return devices.is_gpu(devices.resolve(device, engines=True))
 
 
 def default_instances(engine: str, device: str) -> int:
@@ -136,7 +133,7 @@ def default_instances(engine: str, device: str) -> int:
     post-processing included (measured on 2 cores, 1918x1280 requests: 2 instances served
     1.08-1.20x one instance's throughput for one client, 1.11-1.15x for four); one on a GPU,
     which batches instead, and one for torch, whose threads are one pool per process."""
-    from lkmseg.engines.onnxruntime_engine import physical_cores
+    from lkmseg.hw import physical_cores
 
     if engine == "torch" or _on_gpu(engine, device):
         return 1
@@ -146,7 +143,7 @@ def default_instances(engine: str, device: str) -> int:
 def _engine_kw(o: ServeOptions, engine: str) -> dict[str, Any]:
     """Share the cores between instances instead of each one taking all of them (the
     engines that take a thread count)."""
-    from lkmseg.engines.onnxruntime_engine import physical_cores
+    from lkmseg.hw import physical_cores
 
     if (o.instances or 1) > 1 and engine in ("onnxruntime", "openvino") and not _on_gpu(
             engine, o.device):

@@ -27,7 +27,9 @@ from lkmseg.files import run_folder as ckpt
 from lkmseg.files.cache import cache_root
 from lkmseg.files.run_claim import RunClaim, claim_new_run, claim_run, default_run_name
 from lkmseg.fsutil import explain_os_error, remove_stale_temps, write_json
+from lkmseg.metrics import dice_per_image
 from lkmseg.models import build_model, count_params
+from lkmseg.train import step as train_step
 from lkmseg.train.distributed import (
     all_max,
     broadcast_buffers,
@@ -36,7 +38,6 @@ from lkmseg.train.distributed import (
     rank0_first,
 )
 from lkmseg.train.logs import TRAIN_FIELDS, VAL_FIELDS, CsvLog
-from lkmseg.train.losses import bce_dice_loss, dice_per_image
 from lkmseg.train.runtime import (
     Runtime,
     choose_precision_layout,
@@ -221,8 +222,7 @@ class Trainer:
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
-                                     weight_decay=cfg.train.weight_decay)
+        self.opt = train_step.optimizer(model, cfg.train.lr, cfg.train.weight_decay)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
         self.state = State()
         if resume:
@@ -345,7 +345,7 @@ class Trainer:
 
     def step(self, pf: Prefetcher | None = None) -> tuple[float, float]:
         """The next batch (from ``pf`` or made here) and one training step: (loss, seconds).
-        What ``run_loop`` times as a step (benchmarks/train_step_ab.py times it too)."""
+        What ``run_loop`` times as a step."""
         t0 = time.perf_counter()
         x, y = pf.next() if pf else self.source.batch(self.state.step)
         loss = self.train_step(x, y)
@@ -360,11 +360,8 @@ class Trainer:
         lr = lr_at(self.cfg, self.progress())
         for g in self.opt.param_groups:
             g["lr"] = lr
-        x = x.contiguous(memory_format=torch.channels_last if rt.channels_last  # the layout
-                         else torch.contiguous_format)  # chosen, whatever the batch's strides
-        with rt.autocast():
-            logits = self.net(x)
-        loss = bce_dice_loss(logits, y)
+        loss = train_step.forward_loss(self.net, train_step.layout(x, rt.channels_last), y,
+                                       rt.amp_dtype)
         self.opt.zero_grad(set_to_none=True)
         if _agree(not bool(torch.isfinite(loss.detach()).item()), rt):
             self.state.bad_steps += 1
@@ -377,9 +374,7 @@ class Trainer:
                                 f"then --resume {self.run_dir}")
             return float("nan")
         self.state.bad_steps = 0
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        train_step.update(loss, self.opt, self.scaler)
         return float(loss.detach())
 
     def log_step(self, loss: float, images_per_s: float, elapsed_s: float) -> None:

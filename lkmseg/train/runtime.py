@@ -11,7 +11,6 @@ slower than fp32 on a CPU without AVX512-BF16/AMX, and on a GPU before compute c
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Callable
@@ -21,12 +20,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lkmseg import hw, tune
+from lkmseg import devices, hw, tune
 from lkmseg.errors import UserError
+from lkmseg.train import step
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 LAYOUT_CHOICES = ("auto", "on", "off")
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = step.DTYPES
 TRAIN_BUDGET_S = 20.0  # the start-up measurement of all candidates takes about this long
 TRAIN_ROUNDS = 8  # timed steps per candidate at most (the best counts), within the budget
 
@@ -85,8 +85,7 @@ class Runtime:
                    world, choice)
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return step.autocast(self.device, self.amp_dtype)
 
     def describe(self) -> str:
         name = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
@@ -97,16 +96,7 @@ class Runtime:
         return f"{name}, {amp}, {fmt}{ddp}"
 
 
-def resolve_device(name: str) -> torch.device:
-    name = name.lower()
-    if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
-        raise UserError(f"--device {name}: choose auto, cpu, cuda or cuda:N")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible to torch "
-                        f"(torch {torch.__version__}); use --device cpu or install a CUDA build")
-    return torch.device(name)
+resolve_device = devices.torch_device  # the name training code knows it by
 
 
 def candidate_precisions(amp: str, device: torch.device) -> tuple[list[str], str]:
@@ -159,30 +149,8 @@ def cache_key(model: nn.Module, device: torch.device, shape: tuple[int, int, int
 
 def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
                   cl: bool) -> Callable[[], None]:
-    """One training step as ``train`` runs it (BCE-Dice, AdamW, scaler for fp16) on a copy."""
-    from lkmseg.train.losses import bce_dice_loss
-
-    m = copy.deepcopy(model).to(x.device).train()
-    if cl:
-        m = m.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(m.parameters(), 1e-4)
-    scaler = torch.amp.GradScaler(x.device.type, enabled=precision == "fp16")
-    dtype = DTYPES[precision]
-
-    def step() -> None:
-        with torch.autocast(x.device.type, dtype=dtype or torch.float32,
-                            enabled=dtype is not None):
-            out = m(x)
-        loss = bce_dice_loss(out, y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        if x.device.type == "cuda":
-            torch.cuda.synchronize(x.device)
-
-    return step
+    """One training step as ``train`` runs it, on a copy of ``model`` (for timing)."""
+    return step.timed_step(model, x, y, precision, cl)
 
 
 def random_batch(bs: int, h: int, w: int,
