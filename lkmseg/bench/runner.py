@@ -1,7 +1,7 @@
 """`lkmseg bench`: every model x engine x precision x batch size, in one process, on the
 same inputs.
 
-A row (DESIGN.md contract): model, block, kernel, engine, status, params, gflops, file_mb,
+A row (docs/measuring.md): model, block, kernel, engine, status, params, gflops, file_mb,
 dice, latency_ms_p50, latency_ms_p99, fps, train_images_per_s — plus precision, batch,
 latency_ms_p90, dice_kind, agreement (mask Dice vs torch fp32), mem_mb, gflops_per_s,
 frac_of_peak (of the matmul peak measured in this run for the row's precision), device and file
