@@ -45,6 +45,7 @@ class BenchOptions:
     limit: int = 32  # images used for Dice
     export_missing: bool = True
     dice_tolerance: float = 0.005  # reduced-precision rows: max Dice drop vs fp32
+    tf32: bool = False  # also a torch row with TF32 on for cuDNN and matmuls (CUDA)
 
 
 @dataclass
@@ -61,7 +62,7 @@ def _device(opts: BenchOptions) -> str:
 
 
 def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str]]:
-    return rowlib.combos(opts.engines, device)
+    return rowlib.combos(opts.engines, device, opts.tf32)
 
 
 def _file_mb(p: Path | None) -> float | None:
