@@ -344,7 +344,7 @@ class Trainer:
 
     def step(self, pf: Prefetcher | None = None) -> tuple[float, float]:
         """The next batch (from ``pf`` or made here) and one training step: (loss, seconds).
-        What ``run_loop`` times as a step (benchmarks/train_step_ab.py times it too)."""
+        What ``run_loop`` times as a step."""
         t0 = time.perf_counter()
         x, y = pf.next() if pf else self.source.batch(self.state.step)
         loss = self.train_step(x, y)
@@ -496,8 +496,8 @@ def prefetch_depth(workers: int | None, device: torch.device) -> tuple[int, str]
     ahead on a GPU (CPU work overlaps GPU work) or where torch leaves a CPU core spare, and in
     the training thread when torch's threads use every core. The loader's tensor ops run in
     an OpenMP team of their own, so a loader thread on busy cores preempts the training
-    threads, which wait for each other at every parallel region (on a 2-core Xeon, 5x5 at
-    256x256: 1.55x slower steps with the thread, 5% slower without; benchmarks/RESULTS.md)."""
+    threads, which wait for each other at every parallel region
+    (experiments/2026-11-26-loader-thread)."""
     import os
 
     if workers is not None:
