@@ -7,7 +7,8 @@
 #   bash benchmarks/gpu.sh --device cpu --tiny   # the same commands on tiny models, any machine
 #
 # Steps (each `python -m lkmseg ...` from this checkout, PYTHONPATH=., no install, no internet):
-#   lkmseg info --json; lkmseg train --device D per block (short runs, the default --amp auto);
+#   lkmseg info --json; lkmseg data synth (unless --data or --tiny);
+#   lkmseg train --device D per block (short runs, the default --amp auto);
 #   lkmseg export RUN --trt --no-int8 per block (no TensorRT: export says so, exit 2, recorded);
 #   lkmseg bench RUNS --device D --tf32 --no-train. benchmarks/gpu_collect.py gathers the files
 #   into the JSON after every step, so a run stopped by the time guard keeps what it measured.
@@ -74,16 +75,16 @@ else
     BENCH=(--batch-sizes 1,8 --reps 30 --rounds 3 --limit 16)
     CAP_TRAIN=90 CAP_EXPORT=90 CAP_BENCH=150
 fi
-[ -n "$DATA" ] && TRAIN+=(--data "$DATA")
 STEPS="$WORK/steps.tsv"
 : >"$STEPS"
 DEADLINE=$((SECONDS + BUDGET))
 
-# step NAME MIN_SECONDS CAP_SECONDS COMMAND...: run it under the time left, log it, record it
+# step NAME MIN_SECONDS CAP_SECONDS COMMAND...: run it under the time left (less $RESERVE
+# seconds kept for the steps after it), log it, record it
 step() {
     local name="$1" need="$2" cap="$3" left t0 rc
     shift 3
-    left=$((DEADLINE - SECONDS))
+    left=$((DEADLINE - SECONDS - ${RESERVE:-0}))
     [ "$left" -lt 0 ] && left=0
     if [ "$left" -lt "$need" ]; then
         printf '%s\tskipped\t0\ttime budget: %ss left, this step needs ~%ss\n' \
@@ -103,15 +104,22 @@ step() {
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total \
     --format=csv,noheader >"$WORK/nvidia_smi.csv" 2>/dev/null
 step info 5 60 sh -c '"$0" -m lkmseg info --json >"$1"' "$PY" "$WORK/info.json"
+if [ -z "$DATA" ]; then   # the embedded synthetic set, written where this run can see it
+    step data 5 120 "$PY" -m lkmseg data synth "$WORK/data"
+    DATA="$WORK/data"
+fi
+TRAIN+=(--data "$DATA")
 IFS=, read -r -a BLOCK_LIST <<<"$BLOCKS"
 for b in "${BLOCK_LIST[@]}"; do
-    step "train_$b" 20 "$CAP_TRAIN" "$PY" -m lkmseg train --block "$b" --device "$DEVICE" \
-        "${TRAIN[@]}" --out "$WORK/runs" --name "$b"
+    RESERVE=$((TINY ? 0 : 150)) step "train_$b" 20 "$CAP_TRAIN" \
+        "$PY" -m lkmseg train --block "$b" --device "$DEVICE" "${TRAIN[@]}" \
+        --out "$WORK/runs" --name "$b"
 done
 for b in "${BLOCK_LIST[@]}"; do
     [ -f "$WORK/runs/$b/config.json" ] || continue
-    step "export_$b" 15 "$CAP_EXPORT" "$PY" -m lkmseg export "$WORK/runs/$b" --trt \
-        --trt-precision "$TRT_PREC" --no-int8 "${EXPORT[@]}"
+    RESERVE=$((TINY ? 0 : 90)) step "export_$b" 15 "$CAP_EXPORT" \
+        "$PY" -m lkmseg export "$WORK/runs/$b" --trt --trt-precision "$TRT_PREC" --no-int8 \
+        "${EXPORT[@]}"
 done
 RUNS=()
 for b in "${BLOCK_LIST[@]}"; do
