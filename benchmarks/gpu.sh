@@ -70,10 +70,10 @@ if [ "$TINY" = 1 ]; then
     BENCH=(--batch-sizes 1 --reps 3 --rounds 1 --limit 2)
     CAP_TRAIN=120 CAP_EXPORT=180 CAP_BENCH=240
 else
-    TRAIN=(--size 256 --batch-size 16 --time-budget 25s)
+    TRAIN=(--size 256 --batch-size 16 --time-budget 20s)
     EXPORT=(--parity-images 8 --gate-images 16)
     BENCH=(--batch-sizes 1,8 --reps 30 --rounds 3 --limit 16)
-    CAP_TRAIN=90 CAP_EXPORT=90 CAP_BENCH=150
+    CAP_TRAIN=110 CAP_EXPORT=90 CAP_BENCH=150
 fi
 STEPS="$WORK/steps.tsv"
 : >"$STEPS"
