@@ -1,6 +1,6 @@
 """The errors lkmseg reports without a traceback, and their exit codes.
 
-Exit codes (README "Errors"): 0 done; 1 a bug (Python traceback: please report it);
+Exit codes (README, "Errors and exit codes"): 0 done; 1 a bug (Python traceback: please report it);
 2 bad input — a missing or corrupt file, a wrong option, no GPU, a missing optional
 dependency (``UserError``); 3 a quality gate failed — export parity, INT8 accuracy, an engine
 build (``GateFailed``); the files were written and the report says which figure missed;

@@ -1,6 +1,7 @@
-"""Regenerate ``samples/`` from the synthetic generator (deterministic; run from anywhere).
+"""Regenerate ``lkmseg/samples/`` (package data) from the synthetic generator (deterministic;
+run from anywhere).
 
-    python scripts/make_samples.py [--out samples]
+    python scripts/make_samples.py [--out lkmseg/samples]
 
 Writes ``images/<id>_<NN>.jpg`` (4 views of 2 cars, 240x360), ``masks/<id>_<NN>.png``
 (0/255, same stem) and ``video.mp4`` (one car turning, 24 frames at 12 fps, 180x270,
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 
 from lkmseg.data.synth import car_id, car_of, render_view
+from lkmseg.files.layout import SAMPLES_DIR
 from lkmseg.fsutil import atomic_path, write_bytes
 
 SEED = 7
@@ -84,7 +86,7 @@ def count_frames(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "samples")
+    ap.add_argument("--out", type=Path, default=SAMPLES_DIR)
     args = ap.parse_args(argv)
     images = write_images(args.out)
     write_video(args.out / "video.mp4")

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from lkmseg.config import RunConfig, TrainConfig
+from lkmseg.files.layout import SAMPLES_DIR
 from lkmseg.files.run_folder import save_weights
 from lkmseg.fsutil import write_json
 from lkmseg.models import ModelConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "samples"
+SAMPLES = SAMPLES_DIR
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -23,7 +24,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def make_run(run_dir: Path, block: str = "1x5", width: int = 4, depth: int = 3,
              size: tuple[int, int] = (64, 96), seed: int = 0, decisive: bool = True) -> Path:
     """A run folder with random (but BN-calibrated) weights, as `lkmseg train` would lay out;
-    its data is samples/ (so export calibrates INT8 on those images, in seconds).
+    its data is the package's samples (so export calibrates INT8 on those images, in seconds).
 
     ``decisive``: the head is rescaled so logits spread over about -4..4 (a random U-Net's are
     nearly constant), so masks are neither empty nor full and mask comparisons mean something.

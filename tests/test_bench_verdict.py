@@ -4,6 +4,7 @@ rules of bench rows (pure functions on made-up rows: no timing)."""
 from __future__ import annotations
 
 from lkmseg.bench import rows as rowlib
+from lkmseg.bench.fastest import fastest_gated
 from lkmseg.bench.pareto import front
 from lkmseg.bench.verdict import judge, separable_table, verdicts
 
@@ -55,3 +56,23 @@ def test_dice_gate_rule():
     assert rowlib.dice_gate(None, 0.972, "bf16", 0.005).ok  # no ground truth: export decides
     assert rowlib.combos(["onnxruntime", "torch"], "cpu")[0] == ("torch", "fp32")
     assert ("torch", "fp16") not in rowlib.combos(["torch"], "cpu")
+
+
+def test_fastest_gated_row_per_model():
+    rows = [_row("5x5", "square", "torch", "fp32", 30.0, 0.9250),
+            _row("5x5", "square", "openvino", "int8", 4.0, 0.9259),
+            _row("5x5", "square", "onnxruntime", "int8", 1.0, 0.90, status="failed: gate"),
+            _row("5x5", "square", "openvino", "bf16", 3.0, 0.92, batch=8),  # other batch
+            _row("1x5", "separable", "torch", "fp32", 16.0, 0.9671),
+            _row("1x5", "separable", "openvino", "bf16", 5.0, 0.9669),
+            _row("1x5", "separable", "onnxruntime", "int8", 6.0, 0.9670),
+            _row("3x3", "double3", "onnxruntime", "fp32", 9.0, 0.98)]  # no torch fp32 row
+    lines = fastest_gated(rows)
+    assert lines[0] == "**Fastest inside the accuracy gate** (batch 1, p50)"
+    assert lines[4] == ("| 5x5 | 30.00 | openvino int8 | 4.00 | 7.50× | 0.9250 | 0.9259 | "
+                        "openvino +0.0009, onnxruntime -0.0250 |")
+    assert lines[5] == ("| 1x5 | 16.00 | openvino bf16 | 5.00 | 3.20× | 0.9671 | 0.9669 | "
+                        "onnxruntime -0.0001 |")
+    assert len(lines) == 6  # title, blank, head, rule, 5x5, 1x5 (3x3 has no reference)
+    skipped = _row("5x5", "square", "torch", "fp32", 1, 0.9, status="skipped: x")
+    assert fastest_gated([skipped]) == []

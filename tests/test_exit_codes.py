@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from lkmseg.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_PEER, GateFailed, PeerFailed, UserError
+from lkmseg.files.layout import SAMPLES_DIR
 
 INJECT = """
 import sys
@@ -33,7 +33,7 @@ def _lkmseg_with_bug(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("command", ["export", "predict"])
 def test_injected_bug_is_a_traceback_and_exit_1(tiny_run, tmp_path, command):
     run = tiny_run(block="1x5", width=2, depth=2, size=(32, 48))
-    samples = Path(__file__).resolve().parents[1] / "samples" / "images"
+    samples = SAMPLES_DIR / "images"
     args = [command, str(run)] + ([str(samples), "-o", str(tmp_path / "out")]
                                   if command == "predict" else [])
     p = _lkmseg_with_bug(*args)

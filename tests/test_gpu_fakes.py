@@ -26,7 +26,6 @@ from lkmseg.export import tensorrt_build as tb
 from lkmseg.export.tensorrt_build import profile_shapes
 
 GPU = ("NVIDIA L4", "8.9")
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 VERSIONS = ["10.13.3.9", "11.1.0.106"]
 
 
@@ -333,53 +332,3 @@ def test_unknown_provider_option_is_caught_by_the_fake(fake_ort):
 
     with pytest.raises(Fail, match='Unknown provider option: "trt_fp16"'):
         ort.InferenceSession(b"", providers=[(TRT, {"trt_fp16": True})])
-
-
-# --------------------------------------------------------------------------- the GPU benchmark
-
-
-@pytest.fixture
-def gpu_paths(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    import gpu_paths
-
-    return gpu_paths
-
-
-@pytest.mark.parametrize("version", VERSIONS)
-def test_bench_tensorrt_path(tmp_path, gpu_paths, version, monkeypatch):
-    """Defect 1: the bench sized engines with len(IHostMemory), which real TensorRT lacks."""
-    trt = make_tensorrt(version)
-    configs = []
-    real_build = trt.Builder.build_serialized_network
-    monkeypatch.setattr(trt.Builder, "build_serialized_network",
-                        lambda self, n, c: configs.append(c) or real_build(self, n, c))
-    for prec in gpu_paths.TRT_PRECISIONS:
-        half = prec == "fp16" and version.startswith("11.")  # 11.x: fp16 from the graph
-        path = tiny_onnx(tmp_path / f"{prec}.onnx", fp16=half, static=(1, 16, 24))
-        plan, info = gpu_paths.trt_build(trt, path, prec)
-        assert info["engine_bytes"] == len(bytes(memoryview(plan))) > 0
-        assert (trt.BuilderFlag.TF32 in configs[-1].flags) == (prec != "fp32")
-        runner = gpu_paths.TrtRunner(trt, plan, "cpu")
-        runner.run(stream_handle=0x5)
-        x = runner.buffers["image"].float().numpy()
-        y = runner.buffers["logits"].float().numpy()
-        assert np.allclose(y, reference(x), atol=2e-3)
-    assert not [msg for _, msg in trt._log if "default stream" in msg]
-
-
-def test_bench_onnxruntime_gpu_paths(tmp_path, gpu_paths):
-    path = tiny_onnx(tmp_path / "m.onnx", static=(1, 16, 24))
-    x = np.random.default_rng(0).random((1, 3, 16, 24), dtype=np.float32)
-    ort = make_onnxruntime()
-    paths = gpu_paths.ort_paths(ort)
-    assert [p[0] for p in paths] == ["CPU", "CUDA", "CUDA tf32", "TensorRT fp32",
-                                     "TensorRT fp16"]
-    for _label, providers, _prec in paths:
-        call, got = gpu_paths.ort_call(ort, path, providers, x)
-        call()
-        first = providers[0] if isinstance(providers[0], str) else providers[0][0]
-        assert got[0] == first
-    ort = make_onnxruntime(loadable=(CPU,))
-    with pytest.raises(RuntimeError, match="did not load"):
-        gpu_paths.ort_call(ort, path, gpu_paths.ort_paths(ort)[1][1], x)

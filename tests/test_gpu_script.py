@@ -1,77 +1,103 @@
-"""benchmarks/gpu_bench.py on CPU: the code path of every part in seconds (--tiny), failing
-soft when optional packages are missing, an unknown block, or the time budget runs out."""
+"""benchmarks/gpu.sh drives the product (lkmseg info/train/export/bench) and gathers one JSON;
+on CPU with --tiny it runs the same commands on a tiny model."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from lkmseg.models import ModelConfig, build_model, count_params
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu_bench.py"
+SCRIPT = ROOT / "benchmarks" / "gpu.sh"
 
 
-def _bench(tmp_path: Path, *args: str, pythonpath: list[Path] = ()) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), str(ROOT)])}
+def _gpu_sh(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "gpu_bench.json"
+    env = {**os.environ, "PYTHON": sys.executable, "LKMSEG_CACHE": str(tmp_path / "cache"),
+           "LKMSEG_WHEELS": str(tmp_path / "no-wheels")}
     env.pop("OUT", None)
-    r = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--out",
-                        str(tmp_path), *args], env=env, capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path, check=False)
+    r = subprocess.run(["bash", str(SCRIPT), "--device", "cpu", "--tiny", "--out", str(out),
+                        *args], env=env, capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path, check=False)
+    assert out.is_file(), r.stdout[-3000:] + r.stderr[-3000:]
+    return r, json.loads(out.read_text())
+
+
+def test_tiny_cpu_run_drives_train_export_bench(tmp_path):
+    r, doc = _gpu_sh(tmp_path, "--blocks", "1x5")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "Traceback" not in r.stdout
-    return json.loads((tmp_path / "gpu_bench.json").read_text())
-
-
-def test_tiny_cpu_run_measures_every_part(tmp_path):
-    doc = _bench(tmp_path, "--blocks", "5x5,1x5,x9")
     meta = doc["meta"]
-    for k in ("date_utc", "device_name", "torch", "torch_cuda", "packages", "total_seconds"):
-        assert k in meta, k
-    parts = doc["parts"]
-    assert list(parts) == ["train", "infer_torch", "onnxruntime", "train_compile", "tensorrt"]
-    for name, precs in (("train", ["fp32", "bf16"]), ("train_compile", ["bf16"])):
-        rows = {(r["block"], r["precision"]): r for r in parts[name]["rows"]}
-        assert parts[name]["status"] == "ok" and parts[name]["precisions"] == precs
-        for b in ("5x5", "1x5"):
-            for p in precs:
-                r = rows[b, p]
-                assert r["images_per_s"] > 0 and len(r["step_ms"]) == 2, r
-        for p in precs:  # recorded, the others measured
-            assert "unknown block 'x9'" in rows["x9", p]["error"]
-        assert set(parts[name]["ratios"]) == {f"1x5/5x5 {p}" for p in precs}
-    assert parts["train_compile"]["compile"] == "eager"
-    infer = [r for r in parts["infer_torch"]["rows"] if "error" not in r]
-    assert {(r["block"], r["precision"]) for r in infer} == {
-        (b, p) for b in ("5x5", "1x5") for p in ("fp32", "bf16")}
-    assert all(0 < r["latency_ms_p50"] <= r["latency_ms_p99"] for r in infer)
-    ort = [r for r in parts["onnxruntime"]["rows"] if "error" not in r]
-    assert {r["block"] for r in ort} == {"5x5", "1x5"}
-    assert all(r["provider"] == "CPU" and r["session_providers"] == ["CPUExecutionProvider"]
-               and r["fps"] > 0 for r in ort)
-    assert parts["tensorrt"]["status"] == "skipped"
-    assert "CUDA" in parts["tensorrt"]["reason"]
+    assert meta["status"] == "complete" and meta["not_ok"] == [] and meta["device"] == "cpu"
+    assert meta["date_utc"] and meta["device_name"] and meta["versions"]["torch"]
+    assert meta["packages"]["torch"]["found"] and meta["packages"]["typer"]["needed_by"] == "cli"
+    trt_here = meta["packages"]["tensorrt"]["found"] and doc["machine"]["gpus"]
+    steps = {s["name"]: s for s in doc["steps"]}
+    assert list(steps) == ["info", "train_1x5", "export_1x5", "bench"]
+    assert all(s["status"] == "ok" for n, s in steps.items() if n != "export_1x5")
+    # no TensorRT or no GPU: export writes the ONNX files, says so, exits 2: recorded, not failed
+    assert steps["export_1x5"]["status"] == ("ok" if trt_here else "tensorrt unavailable")
+    assert "--trt needs TensorRT" in steps["export_1x5"]["last_line"] or trt_here
+
+    t = doc["train"]["1x5"]
+    assert t["params"] == count_params(build_model(ModelConfig(block="1x5", width=4, depth=3)))
+    assert t["steps"] == 3 and t["images_per_s"] > 0 and t["images_per_s_steady"] > 0
+    assert t["precision"] == "fp32" and t["size"] == [64, 64] and t["batch_size"] == 2
+
+    formats = doc["export"]["1x5"]["formats"]
+    assert formats["onnx_fp32"]["passed"] and formats["onnx_fp16"]["passed"]
+    assert formats["tensorrt"].get("status") == "unavailable" or trt_here
+
+    rows = {(x["engine"], x["precision"]): x for x in doc["bench"]["rows"]}
+    for key in (("torch", "fp32"), ("onnxruntime", "fp32")):
+        assert rows[key]["status"] == "ok" and rows[key]["latency_ms_p50"] > 0, rows[key]
+        assert rows[key]["batch"] == 1 and 0 <= rows[key]["dice"] <= 1
+    assert rows["torch", "tf32"]["status"].startswith("skipped: tf32 is a CUDA mode")
+    assert rows["tensorrt", "fp32"]["status"].startswith("skipped: ")
+    assert doc["bench"]["context"]["device"] == "cpu"
 
 
-def test_missing_optional_packages_fail_soft(tmp_path):
-    """No onnx / onnxruntime / tensorrt / safetensors / rich / onnxscript: still runs."""
-    stubs = tmp_path / "stubs"
-    stubs.mkdir()
-    for mod in ("onnx", "onnxruntime", "tensorrt", "safetensors", "rich", "onnxscript",
-                "onnxslim"):
-        (stubs / f"{mod}.py").write_text(f"raise ImportError('{mod}: simulated missing')\n")
-    doc = _bench(tmp_path, "--parts", "infer_torch,onnxruntime", "--blocks", "1x5",
-                 pythonpath=[stubs])
-    parts = doc["parts"]
-    assert parts["infer_torch"]["status"] == "ok"
-    assert parts["onnxruntime"]["status"] == "skipped"
-    assert "onnx is not installed" in parts["onnxruntime"]["reason"]
-    # the stubs raise on import: reaching here means nothing imported safetensors or rich
+def test_time_budget_skips_every_step_with_the_reason(tmp_path):
+    r, doc = _gpu_sh(tmp_path, "--budget", "0", "--blocks", "5x5,1x5")
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert doc["meta"]["status"] == "incomplete"
+    assert [s["name"] for s in doc["steps"]] == ["info", "train_5x5", "train_1x5"]
+    assert all(s["status"] == "skipped" and "time budget: 0s left" in s["reason"]
+               for s in doc["steps"])
+    assert doc["meta"]["not_ok"] == ["info", "train_5x5", "train_1x5"]
+    assert doc["train"] == {} and doc["bench"] == {}
 
 
-def test_time_budget_skips_with_the_reason(tmp_path):
-    doc = _bench(tmp_path, "--budget", "0")
-    assert {p["status"] for p in doc["parts"].values()} == {"skipped"}
-    assert all("time budget" in p["reason"] or "CUDA" in p["reason"]
-               for p in doc["parts"].values())
+def test_bad_option_is_one_line_and_exit_2(tmp_path):
+    r = subprocess.run(["bash", str(SCRIPT), "--frobnicate"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "unknown option --frobnicate" in r.stderr
+
+
+@pytest.fixture
+def collect():
+    spec = importlib.util.spec_from_file_location("gpu_collect",
+                                                  ROOT / "benchmarks" / "gpu_collect.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_missing_packages_are_named(collect, monkeypatch, capsys):
+    monkeypatch.setattr(collect, "PACKAGES", {
+        "json": ("json", "cli"), "lkmseg_absent_exporter": ("absent-exporter", "export"),
+        "lkmseg_absent_runtime": ("absent-runtime", "optional")})
+    assert collect.check_packages() == 0
+    out = capsys.readouterr().out
+    assert "missing lkmseg_absent_exporter: `lkmseg export`" in out and ".whl/" in out
+    assert "optional, not installed: lkmseg_absent_runtime" in out
+    monkeypatch.setitem(collect.PACKAGES, "lkmseg_absent_core", ("absent-core", "cli"))
+    assert collect.check_packages() == 2
+    assert "cannot start without lkmseg_absent_core" in capsys.readouterr().err

@@ -113,18 +113,34 @@ def test_torch_bf16_rows_only_where_native(flags, tmp_path):
     assert v.status.startswith("skipped: no model.safetensors"), v.status
 
 
-def test_torch_fp32_on_cuda_means_ieee_fp32():
-    from lkmseg.engines.torch_engine import _strict_fp32
+def test_tf32_rows_only_when_asked_and_only_on_cuda(tmp_path):
+    assert ("torch", "tf32") not in rowlib.combos(["torch", "onnxruntime"], "cuda")
+    combos = rowlib.combos(["torch", "onnxruntime"], "cpu", tf32=True)
+    assert combos[0] == ("torch", "fp32") and ("torch", "tf32") in combos
+    assert ("onnxruntime", "tf32") not in combos
+    v = rowlib.before_loading(tmp_path, "torch", "tf32", "cpu")
+    assert v.status == ("skipped: tf32 is a CUDA mode (compute capability >= 8.0); on a CPU "
+                        "fp32 is fp32"), v.status
+    v = rowlib.before_loading(tmp_path, "torch", "fp64", "cpu")
+    assert "choose from auto, fp32, fp16, bf16, tf32" in v.status
+
+
+def test_torch_fp32_on_cuda_means_ieee_fp32_and_tf32_means_tf32():
+    from lkmseg.engines.torch_engine import _tf32
 
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
-        with _strict_fp32(True):
+        with _tf32(False):  # fp32 on CUDA
             assert not torch.backends.cuda.matmul.allow_tf32
             assert not torch.backends.cudnn.allow_tf32
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-        with _strict_fp32(False):  # CPU or reduced precision: untouched
+        with _tf32(None):  # CPU or reduced precision: untouched
             assert torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        with _tf32(True):  # the "tf32" precision (bench --tf32)
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 

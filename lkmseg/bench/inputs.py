@@ -1,6 +1,6 @@
 """The images every model and engine is benchmarked on: a labelled dataset (Dice against
 ground truth), an unlabelled folder or a video (agreement with PyTorch fp32 masks), or —
-by default — the first run's validation pairs, else ``samples/``."""
+by default — the first run's validation pairs, else the package's sample images."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import numpy as np
 from lkmseg.config import RunConfig
 from lkmseg.data.imageio import list_images, read_image, read_mask
 from lkmseg.errors import UserError
-
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+from lkmseg.files.layout import SAMPLES_DIR
 
 
 @dataclass
@@ -78,5 +77,5 @@ def load_inputs(source: Path | None, cfg: RunConfig | None, limit: int = 32) -> 
     if pairs and all(p.is_file() for p, _ in pairs[:limit]):
         step = max(1, len(pairs) // limit)
         return _from_pairs(pairs[::step], limit, "validation images of the first run")
-    return _from_dataset(SAMPLES, limit) if (SAMPLES / "images").is_dir() else \
+    return _from_dataset(SAMPLES_DIR, limit) if (SAMPLES_DIR / "images").is_dir() else \
         BenchInputs([np.full((64, 64, 3), 128, np.uint8)], None, "a grey image")

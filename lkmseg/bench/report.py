@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from lkmseg.bench.fastest import fastest_gated
 from lkmseg.bench.pareto import pareto_figure
 from lkmseg.fsutil import atomic_path, write_json, write_text
 
@@ -117,6 +118,7 @@ def markdown(rows: list[dict], ctx: dict, verdict: bool = True) -> str:
         from lkmseg.bench.verdict import separable_table
 
         lines += ["", *separable_table(rows)]
+    lines += ["", *fastest_gated(rows)]
     return "\n".join(lines) + "\n"
 
 

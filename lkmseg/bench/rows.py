@@ -45,11 +45,13 @@ def failed(why: str, kind: str) -> Verdict:
     return Verdict(f"failed: {why}", kind)
 
 
-def combos(engines: list[str], device: str) -> list[tuple[str, str]]:
-    """(engine, precision) rows, torch fp32 first (the reference for mask agreement)."""
+def combos(engines: list[str], device: str, tf32: bool = False) -> list[tuple[str, str]]:
+    """(engine, precision) rows, torch fp32 first (the reference for mask agreement);
+    ``tf32`` adds a torch row with TF32 math on (a CUDA mode: skipped with the reason
+    elsewhere)."""
     out = []
     for eng in engines:
-        for prec in ENGINE_PRECISIONS[eng]:
+        for prec in ENGINE_PRECISIONS[eng] + (["tf32"] if tf32 and eng == "torch" else []):
             if eng == "torch" and prec == "fp16" and device != "cuda":
                 continue  # fp16 autocast is a GPU path; on CPUs bf16 is the reduced precision
             out.append((eng, prec))

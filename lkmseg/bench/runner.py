@@ -1,7 +1,7 @@
 """`lkmseg bench`: every model x engine x precision x batch size, in one process, on the
 same inputs.
 
-A row (DESIGN.md contract): model, block, kernel, engine, status, params, gflops, file_mb,
+A row (docs/measuring.md): model, block, kernel, engine, status, params, gflops, file_mb,
 dice, latency_ms_p50, latency_ms_p99, fps, train_images_per_s — plus precision, batch,
 latency_ms_p90, dice_kind, agreement (mask Dice vs torch fp32), mem_mb, gflops_per_s,
 frac_of_peak (of the matmul peak measured in this run for the row's precision), device and file
@@ -47,6 +47,7 @@ class BenchOptions:
     limit: int = 32  # images used for Dice
     export_missing: bool = True
     dice_tolerance: float = 0.005  # reduced-precision rows: max Dice drop vs fp32
+    tf32: bool = False  # also a torch row with TF32 on for cuDNN and matmuls (CUDA)
 
 
 @dataclass
@@ -61,7 +62,7 @@ def _device(opts: BenchOptions) -> str:
 
 
 def _combos(opts: BenchOptions, device: str) -> list[tuple[str, str]]:
-    return rowlib.combos(opts.engines, device)
+    return rowlib.combos(opts.engines, device, opts.tf32)
 
 
 def _file_mb(p: Path | None) -> float | None:

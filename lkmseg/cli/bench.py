@@ -31,6 +31,10 @@ def bench_cmd(
     size: Annotated[Optional[str], typer.Option(help="Inference size N or HxW "
                                                 "(default: each model's training size).")] = None,
     train: Annotated[bool, typer.Option(help="Also measure training images/s.")] = True,
+    tf32: Annotated[bool, typer.Option(
+        "--tf32", help="Also time torch with TF32 on for cuDNN and matmuls (precision 'tf32' "
+                       "in the row; CUDA, compute capability >= 8.0). torch fp32 rows are "
+                       "true fp32.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     reps: Annotated[int, typer.Option(min=3, help="Timed calls per configuration.")] = 30,
     rounds: Annotated[int, typer.Option(
@@ -45,11 +49,11 @@ def bench_cmd(
     agreement with torch fp32, fraction of the matmul peak of the row's precision, memory and
     training images/s for every model x engine x precision; writes bench.json/csv/md + plots.
 
-    Rows: torch fp32/bf16, onnxruntime fp32/fp16/int8, openvino fp32/bf16/int8, tensorrt
-    fp32/fp16/int8. A row that cannot run here is "skipped: why" (exit 0). After writing its
-    files, bench exits 2 when a model file is present but fails to load or run, and 3 when a
-    row misses its accuracy gate (a rejected INT8 model, or Dice more than --dice-tolerance
-    below fp32's)."""
+    Rows: torch fp32/bf16 (+ fp16 on CUDA, + tf32 with --tf32), onnxruntime fp32/fp16/int8,
+    openvino fp32/bf16/int8, tensorrt fp32/fp16/int8. A row that cannot run here is "skipped:
+    why" (exit 0). After writing its files, bench exits 2 when a model file is present but fails
+    to load or run, and 3 when a row misses its accuracy gate (a rejected INT8 model, or Dice
+    more than --dice-tolerance below fp32's)."""
     from rich.console import Console
 
     from lkmseg.bench.report import print_table, save
@@ -80,7 +84,8 @@ def bench_cmd(
                             "`lkmseg train`")
     opts = BenchOptions(engines=names, batch_sizes=bss,
                         size=parse_size(size) if size else None, device=device, train=train,
-                        reps=reps, rounds=rounds, limit=limit, dice_tolerance=dice_tolerance)
+                        reps=reps, rounds=rounds, limit=limit, dice_tolerance=dice_tolerance,
+                        tf32=tf32)
     rows, ctx = bench(list(runs), source, opts, console)
     print_table(rows, ctx, console)
     files = save(rows, ctx, out)

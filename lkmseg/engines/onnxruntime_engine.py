@@ -23,7 +23,7 @@ from lkmseg.hw import physical_cores
 CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT, "trt": TRT}
 GPU_HINT = ("swap onnxruntime for onnxruntime-gpu (`pip uninstall -y onnxruntime && pip install "
-            "'onnxruntime-gpu[cuda,cudnn]~=1.31.0'`, never both; README \"GPU\")")
+            "'onnxruntime-gpu[cuda,cudnn]~=1.31.0'`, never both; docs/gpu.md)")
 
 
 def model_load_errors() -> tuple[type[Exception], ...]:

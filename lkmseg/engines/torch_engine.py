@@ -38,22 +38,22 @@ def _label(precision: str, cl: bool) -> str:
 
 
 @contextlib.contextmanager
-def _strict_fp32(on: bool):
-    """fp32 on CUDA means fp32: TF32 off for convolutions and matmuls while ``on`` (training
-    turns TF32 on globally, and Ampere+ would otherwise round fp32 inputs to 10-bit mantissas,
-    so a "torch fp32" row would be a TF32 row, unlike ORT's use_tf32=0 and TensorRT's fp32)."""
-    if not on:
+def _tf32(allow: bool | None):
+    """TF32 for cuDNN convolutions and matmuls while inside: off for fp32 on CUDA (training
+    turns it on globally, and Ampere+ would otherwise round fp32 inputs to 10-bit mantissas,
+    unlike ORT's use_tf32=0 and TensorRT's fp32), on for the "tf32" precision; None: as set."""
+    if allow is None:
         yield
         return
     import torch
 
     matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = allow
     try:
         with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
                                         benchmark=torch.backends.cudnn.benchmark,
                                         deterministic=torch.backends.cudnn.deterministic,
-                                        allow_tf32=False):
+                                        allow_tf32=allow):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = matmul
@@ -64,9 +64,9 @@ class TorchEngine(Engine):
 
     def __init__(self, model: Any, config: RunConfig, precision: str = "fp32",
                  device: str = "auto", channels_last: bool | None = None) -> None:
-        """``precision``: fp32, fp16, bf16, or auto (the fastest of fp32 and the precisions
-        native here, measured). ``channels_last``: True/False forces the layout; None
-        measures both on the first batch of each shape."""
+        """``precision``: fp32, fp16, bf16, tf32 (fp32 with TF32 math, CUDA only), or auto
+        (the fastest of fp32 and the precisions native here, measured). ``channels_last``:
+        True/False forces the layout; None measures both on the first batch of each shape."""
         super().__init__()
         ok, why = self.available(precision, device)
         if not ok:
@@ -128,14 +128,16 @@ class TorchEngine(Engine):
             import torch
         except ImportError:
             return False, "PyTorch is not installed: run scripts/setup.sh (or pip install torch)"
-        if precision not in (*PRECISIONS, "auto"):
+        if precision not in (*PRECISIONS, "tf32", "auto"):
             return False, (f"unknown precision '{precision}': choose from auto, "
-                           f"{', '.join(PRECISIONS)}")
+                           f"{', '.join(PRECISIONS)}, tf32")
         dev = resolve_torch_device(device)
         if dev.startswith("cuda"):
             if not torch.cuda.is_available():
                 return False, ("no CUDA GPU visible to PyTorch (CPU build or no driver); "
                                "use --device cpu or install the CUDA build of torch")
+            if precision == "tf32" and torch.cuda.get_device_capability(0) < (8, 0):
+                return False, "TF32 needs a GPU of compute capability 8.0 or later"
             if precision == "bf16" and not torch.cuda.is_bf16_supported():
                 return False, "this GPU has no bf16 support; use --precision fp16"
             # supported but below compute capability 8.0 it is emulated: runs, slowly (bench
@@ -143,6 +145,8 @@ class TorchEngine(Engine):
             return True, f"cuda ({torch.cuda.get_device_name(0)})"
         if dev != "cpu":
             return False, f"unknown device '{device}': choose cpu, cuda or auto"
+        if precision == "tf32":
+            return False, "tf32 is a CUDA mode (compute capability >= 8.0); on a CPU fp32 is fp32"
         if precision == "fp16":
             return False, ("fp16 autocast needs a CUDA GPU (CPU fp16 convolutions are "
                            "emulated and slow); use --precision bf16 on CPU")
@@ -153,11 +157,13 @@ class TorchEngine(Engine):
     def _forward(self, model: Any, xt: Any, precision: str) -> Any:
         import torch
 
-        dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        dtype = {"fp32": None, "tf32": None, "fp16": torch.float16,
+                 "bf16": torch.bfloat16}[precision]
         dev_type = "cuda" if self.device.startswith("cuda") else "cpu"
         cast = (torch.autocast(dev_type, dtype=dtype) if dtype is not None
                 else contextlib.nullcontext())
-        with torch.inference_mode(), cast, _strict_fp32(dev_type == "cuda" and dtype is None):
+        tf32 = precision == "tf32" if dev_type == "cuda" and dtype is None else None
+        with torch.inference_mode(), cast, _tf32(tf32):
             y = model(xt)
         if dev_type == "cuda":
             torch.cuda.synchronize(torch.device(self.device))

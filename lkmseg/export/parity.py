@@ -1,10 +1,10 @@
 """Parity: run an exported model and PyTorch on the same real inputs and compare.
 
 Inputs are the run's validation pairs (``config.json["data"]["val_items"]``), else the
-repository's ``samples/`` images and masks, else deterministic synthetic images (no ground
-truth). Figures per format: max/mean |Δ logit| against PyTorch fp32 on CPU, mask agreement
-(Dice between the two full-resolution masks, pooled over all images, and the worst image),
-Dice against ground truth (mean per image), and a dynamic-shape check (batch 3, odd size).
+package's sample images and masks (``lkmseg/samples/``), else deterministic synthetic images
+(no ground truth). Figures per format: max/mean |Δ logit| against PyTorch fp32 on CPU, mask
+agreement (Dice between the two full-resolution masks, pooled over all images, and the worst
+image), Dice against ground truth (mean per image), and a dynamic-shape check (batch 3, odd size).
 
 The mask comparison cannot pass vacuously: where the reference masks are (almost) empty or
 full — an untrained model, a model that predicts nothing — two such masks would agree
@@ -26,9 +26,9 @@ from lkmseg.config import RunConfig
 from lkmseg.data.imageio import list_images, read_image, read_mask
 from lkmseg.data.transforms import logit_threshold, postprocess, preprocess
 from lkmseg.errors import UserError
+from lkmseg.files.layout import SAMPLES_DIR
 from lkmseg.metrics import dice, mean_dice, pooled_dice
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 # (max |Δ logit|, pooled mask Dice vs torch) each format must meet; None = not gated.
 THRESHOLDS = {"fp32": {"max_abs_logit": 1e-3, "mask_dice": 0.999},
               "fp16": {"max_abs_logit": None, "mask_dice": 0.995}}
@@ -87,7 +87,7 @@ def _synthetic(size: tuple[int, int], n: int) -> ParitySet:
     return ParitySet(images, masks, [f"synthetic_{i}" for i in range(n)], "synthetic")
 
 
-def parity_set(cfg: RunConfig, limit: int = 16, samples: Path = SAMPLES) -> ParitySet:
+def parity_set(cfg: RunConfig, limit: int = 16, samples: Path = SAMPLES_DIR) -> ParitySet:
     """Up to ``limit`` (image, mask) pairs: validation split > samples/ > synthetic."""
     notes = []
     for origin, pairs in (("val_items", _pairs_from_config(cfg)),

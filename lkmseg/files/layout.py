@@ -1,4 +1,5 @@
-"""Names of the files in a run folder and in its export folder (the DESIGN.md contract)."""
+"""Names of the files in a run folder and in its export folder (README, "Run folder"), and
+where the sample inputs shipped with the package live."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ ENGINE_FILE = "model.engine"
 ENGINE_EXTS = (".engine", ".plan", ".trt")
 REPORT = "report.json"
 ORT_TRT_CACHE = "ort_trt_cache"  # ONNX Runtime's TensorRT provider engine cache
+
+# small self-made images, masks and a video, shipped as package data (scripts/make_samples.py)
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "samples"
 
 
 def sidecar_path(engine: Path) -> Path:

@@ -1,6 +1,6 @@
 """Run folders: weights (safetensors), resumable training state, and rebuilding a model.
 
-Layout of a run folder (contract in DESIGN.md, names in ``lkmseg.files.layout``):
+Layout of a run folder (README, "Run folder"; names in ``lkmseg.files.layout``):
   config.json          RunConfig: rebuilds the model and its preprocessing
   model.safetensors    best weights (by validation Dice)
   last.safetensors     latest weights

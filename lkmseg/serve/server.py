@@ -130,9 +130,8 @@ def default_instances(engine: str, device: str) -> int:
     """Instances when --instances is not given, for the engine that will run (auto already
     resolved): one per physical core on a CPU for ONNX Runtime and OpenVINO, each with that
     core's threads — requests of different clients then run side by side, pre- and
-    post-processing included (measured on 2 cores, 1918x1280 requests: 2 instances served
-    1.08-1.20x one instance's throughput for one client, 1.11-1.15x for four); one on a GPU,
-    which batches instead, and one for torch, whose threads are one pool per process."""
+    post-processing included; one on a GPU, which batches instead, and one for torch, whose
+    threads are one pool per process."""
     from lkmseg.hw import physical_cores
 
     if engine == "torch" or _on_gpu(engine, device):

@@ -493,8 +493,8 @@ def prefetch_depth(workers: int | None, device: torch.device) -> tuple[int, str]
     ahead on a GPU (CPU work overlaps GPU work) or where torch leaves a CPU core spare, and in
     the training thread when torch's threads use every core. The loader's tensor ops run in
     an OpenMP team of their own, so a loader thread on busy cores preempts the training
-    threads, which wait for each other at every parallel region (on a 2-core Xeon, 5x5 at
-    256x256: 1.55x slower steps with the thread, 5% slower without; benchmarks/RESULTS.md)."""
+    threads, which wait for each other at every parallel region
+    (experiments/2026-11-26-loader-thread)."""
     import os
 
     if workers is not None:

@@ -11,7 +11,7 @@ This runs a minimal DDP program (5 steps, then exit; rank 0 exits 0.3 s later, a
 after its last evaluation) N times each way under ``torchrun --nproc-per-node 2`` and counts
 the runs that failed, with the threads each process still had at exit:
 
-    python benchmarks/ddp_exit_repro.py --runs 40 [--json out.json]
+    python experiments/2026-12-03-ddp-exit-race/ddp_exit_repro.py --runs 40 [--json out.json]
 """
 
 from __future__ import annotations
