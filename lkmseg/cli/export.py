@@ -137,21 +137,18 @@ def export_cmd(
     from rich.console import Console
     from rich.markup import escape
 
-    from lkmseg.export import ExportOptions, export_run
-    from lkmseg.export.precision_gates import GateOptions
+    from lkmseg.api.tasks import export
 
     console = Console(stderr=True)
     if triton is not None and not onnx and not trt:
         _triton_repo(run, out, triton, max_batch, console)
         return
-    opts = ExportOptions(onnx=onnx, fp16=fp16, trt=trt, dynamic=dynamic, size=parse_size(size),
-                         batch=batch, opset=opset, trt_precision=trt_precision.lower(),
-                         max_batch=max_batch, workspace_gib=workspace,
-                         parity_images=parity_images, out_dir=out,
-                         gates=GateOptions(int8=int8, calib_dir=calib, calib_images=calib_images,
-                                           tolerance=int8_tolerance, gate_images=gate_images))
-    result = export_run(run, opts, strict=False,
-                        log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
+    result = export(run, check=False, log=lambda m: console.print(f"[dim]{escape(m)}[/]"),
+                    onnx=onnx, fp16=fp16, trt=trt, dynamic=dynamic, size=parse_size(size),
+                    batch=batch, opset=opset, trt_precision=trt_precision, max_batch=max_batch,
+                    workspace=workspace, parity_images=parity_images, out=out, int8=int8,
+                    calib=calib, calib_images=calib_images, int8_tolerance=int8_tolerance,
+                    gate_images=gate_images)
     print_report(result.report)
     for key, path in result.files.items():
         typer.echo(f"{key}: {path}")

@@ -241,6 +241,8 @@ def camera_index(x: object) -> int | None:
 
 def open_input(x: Any, max_frames: int | None = None) -> Source:
     """Open any predict input (see the module docstring); failures are one-line UserErrors."""
+    if isinstance(x, Source):
+        return x
     if isinstance(x, np.ndarray):
         return ArraySource(list(x) if x.ndim == 4 else [x])
     if isinstance(x, (list, tuple)):
