@@ -184,3 +184,20 @@ def test_glob_out_into_an_input_folder_exit_2(model_run, shots):
     res = runner.invoke(app, ["predict", str(model_run), str(shots / "**" / "*.png"), "-o",
                               str(shots / "b"), "--engine", "torch", "--no-progress"])
     assert res.exit_code == 2 and "is the input folder" in res.output
+
+
+def test_video_file_frames_stream(model_run):
+    from conftest import SAMPLES
+
+    with VideoReader(SAMPLES / "video.mp4") as vr:
+        frames = list(vr)
+    model = lkmseg.load(model_run, engine="torch")
+    got = model.predict(SAMPLES / "video.mp4", stream=True, batch_size=3)
+    n = 0
+    for n, r in enumerate(got, 1):
+        assert r.frame == n - 1 and r.source == str(SAMPLES / "video.mp4")
+        assert r.size == frames[0].shape[:2]
+    assert n == len(frames)
+    (again,) = model.predict(frames[len(frames) // 2])
+    assert np.array_equal(again.mask, list(model.predict(SAMPLES / "video.mp4"))[
+        len(frames) // 2].mask)

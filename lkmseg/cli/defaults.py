@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
+import typer
 
 from lkmseg.errors import UserError
 
@@ -85,7 +85,8 @@ def defaults_from_file(path: str | Path, valid: set[str]) -> dict[str, Any]:
     return values
 
 
-def config_callback(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+def config_callback(ctx: typer.Context, param: typer.CallbackParam,
+                    value: Path | None) -> Path | None:
     """Eager ``--config``: load the file into the command's default_map."""
     if value is None:
         return None
