@@ -107,7 +107,7 @@ def test_save_pretrained_load_same_masks_then_export(trained, tmp_path):
     assert "12 steps" in card and "machine:" in card
     back = lkmseg.load(saved, engine="torch")
     assert all(np.array_equal(a.mask, b) for a, b in zip(back.predict(imgs), want))
-    res = back.export(int8=False, fp16=False, parity_images=2)
+    res = back.export(int8=False, fp16=False, parity_images=2, gate_images=4)
     assert res.passed and res.report["formats"]["onnx_fp32"]["passed"] is True
     assert res.files["onnx_fp32"] == saved / "export" / "model.onnx"
     ort = lkmseg.load(saved, engine="onnxruntime")

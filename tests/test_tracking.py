@@ -89,3 +89,23 @@ def test_tensorboard_off(data, tmp_path):
     run = lkmseg.train("1x5", data=data, steps=4, out=tmp_path / "runs", name="off",
                        tensorboard=False, **TINY)
     assert not list(run.path.glob("events.out.tfevents.*"))
+
+
+def test_a_failing_event_write_stops_tensorboard_not_training(data, tmp_path, monkeypatch,
+                                                               capsys):
+    import errno
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    calls = []
+
+    def full(self, *a, **kw):
+        calls.append(a[0])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", full)
+    run = lkmseg.train("1x5", data=data, steps=6, out=tmp_path / "runs", name="f", **TINY)
+    assert run.status == "complete" and run.summary["steps"] == 6
+    assert calls == ["train/loss"]  # the first failure switched TensorBoard off
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard logging stopped (No space left on device)") == 1

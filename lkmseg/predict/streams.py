@@ -95,13 +95,11 @@ class ChainSource(Source):
         self.total = None if None in totals else sum(t or 0 for t in totals)
         self.fps = sources[0].fps if sources else 25.0
         self.stem = "list"
-        self.current: Source = sources[0] if sources else Source()
 
     def __iter__(self) -> Iterator[Item]:
         seen: dict[str, int] = {}
         n = 0
         for s in self.sources:
-            self.current = s
             for it in s:
                 k = seen[it.name] = seen.get(it.name, 0) + 1
                 name = it.name if k == 1 else f"{it.name}_{k}"  # two inputs, one stem
@@ -250,7 +248,15 @@ def open_input(x: Any, max_frames: int | None = None) -> Source:
             raise UserError("empty list of inputs: pass at least one image")
         if all(isinstance(a, np.ndarray) for a in x):
             return ArraySource(list(x))
-        return ChainSource([open_input(a, max_frames) for a in x])
+        opened: list[Source] = []
+        try:
+            for a in x:
+                opened.append(open_input(a, max_frames))
+        except UserError:
+            for o in opened:  # a camera opened before a bad path: let it go
+                o.close()
+            raise
+        return ChainSource(opened)
     cam = camera_index(x)
     if cam is not None:
         return CaptureSource(cam, "camera", f"camera:{cam}", f"camera{cam}", max_frames)

@@ -249,7 +249,7 @@ class Trainer:
             keep = self.state.step if resume else None
             self.tlog = CsvLog(run_dir / "train_log.csv", TRAIN_FIELDS, keep)
             self.vlog = CsvLog(run_dir / "val_log.csv", VAL_FIELDS, keep)
-        self.tb = (TensorBoard(run_dir, self.state.step if resume else None)
+        self.tb = (TensorBoard(run_dir, self.state.step if resume else None, self.warn)
                    if rt.is_main and cfg.train.tensorboard else None)
 
     def warn(self, msg: str) -> None:
