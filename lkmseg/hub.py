@@ -143,9 +143,10 @@ def download(repo_id: str, revision: str | None = None) -> Path:
     try:
         path = hub.snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES)
     except _hub_errors(hub) as e:
-        raise UserError(f"{repo_id}: cannot download it from the Hugging Face Hub "
-                        f"({type(e).__name__}); check the repository id, your network and "
-                        "`hf auth login` for private repositories") from e
+        raise UserError(f"{repo_id}: no such local folder, and no model downloaded from the "
+                        f"Hugging Face Hub ({type(e).__name__}); check the path, or the "
+                        "repository id, the network and `hf auth login` (private "
+                        "repositories)") from e
     folder = Path(path)
     if not (folder / CONFIG).is_file():
         raise UserError(f"{repo_id}: no {CONFIG} in this Hub repository; it was not saved by "

@@ -175,3 +175,15 @@ def test_bench_returns_rows(trained, tmp_path):
     assert ok and all(r["latency_ms_p50"] > 0 for r in ok)
     assert (tmp_path / "b" / "bench.json").is_file() and rep.context["device"] == "cpu"
     assert json.loads((tmp_path / "b" / "bench.json").read_text())[0]["model"] == "r"
+
+
+def test_hub_download_failure_is_one_clear_line(monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+
+    def offline(repo_id, revision=None, allow_patterns=None):
+        raise hub.errors.LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(hub, "snapshot_download", offline)
+    with pytest.raises(UserError, match=r"runs/typo: no such local folder, and no model "
+                                        r"downloaded .*LocalEntryNotFoundError"):
+        lkmseg.load("runs/typo")
