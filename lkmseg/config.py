@@ -45,6 +45,7 @@ class TrainConfig:
     skip_bad: bool = False
     group_pattern: str | None = None
     full_res_eval: bool = True
+    tensorboard: bool = True  # event files in the run folder when tensorboard is installed
 
 
 @dataclass

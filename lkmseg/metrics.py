@@ -12,23 +12,31 @@ import numpy as np
 import torch
 
 
-def _counts(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
-    """(intersection, |a|, |b|) of two masks."""
+def counts(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int]:
+    """(intersection, |a|, |b|) of two masks: sum them over images for pooled scores."""
     a, b = a.astype(bool, copy=False), b.astype(bool, copy=False)
     return int(np.logical_and(a, b).sum()), int(a.sum()), int(b.sum())
 
 
+def dice_of(inter: int, na: int, nb: int) -> float:
+    """Dice from ``counts`` (or their sums)."""
+    return 1.0 if na + nb == 0 else 2.0 * inter / (na + nb)
+
+
+def iou_of(inter: int, na: int, nb: int) -> float:
+    """IoU from ``counts`` (or their sums)."""
+    union = na + nb - inter
+    return 1.0 if union == 0 else inter / union
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice of two binary masks of one shape."""
-    inter, na, nb = _counts(a, b)
-    return 1.0 if na + nb == 0 else 2.0 * inter / (na + nb)
+    return dice_of(*counts(a, b))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """Intersection over union of two binary masks of one shape."""
-    inter, na, nb = _counts(a, b)
-    union = na + nb - inter
-    return 1.0 if union == 0 else inter / union
+    return iou_of(*counts(a, b))
 
 
 def mean_dice(preds: Iterable[np.ndarray], targets: Iterable[np.ndarray | None]) -> float | None:
@@ -43,10 +51,10 @@ def agreement(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> tuple[float
     inter = total = 0
     worst = 1.0
     for x, y in zip(xs, ys):
-        i, na, nb = _counts(x, y)
+        i, na, nb = counts(x, y)
         inter, total = inter + i, total + na + nb
-        worst = min(worst, 1.0 if na + nb == 0 else 2.0 * i / (na + nb))
-    return (1.0 if total == 0 else 2.0 * inter / total), worst
+        worst = min(worst, dice_of(i, na, nb))
+    return dice_of(inter, total, 0), worst
 
 
 def pooled_dice(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> float:

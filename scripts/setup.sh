@@ -26,7 +26,7 @@ EXTRAS=()
 GPU=auto
 for arg in "$@"; do
   case "$arg" in
-    --dev) EXTRAS+=(dev) ;;
+    --dev) EXTRAS+=(dev hub tensorboard) ;;
     --gpu) GPU=yes ;;
     --no-gpu) GPU=no ;;
     *) echo "setup: unknown option '$arg': choose --dev, --gpu or --no-gpu" >&2; exit 2 ;;

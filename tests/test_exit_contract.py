@@ -125,8 +125,9 @@ def test_auto_with_a_read_only_cache_warns_once_and_runs(run, monkeypatch, tmp_p
         monkeypatch.setattr(files_cache, "_warned", set())  # say it once in this test
     except ImportError:
         pass
-    monkeypatch.setattr(auto, "_time_engine", lambda e, x, reps: [
-        (1.0 if e.name == "onnxruntime" and e.precision == "fp32" else 5.0) / 1000] * reps)
+    monkeypatch.setattr(auto, "measure", lambda engines, x, **kw: {
+        k: 1.0 if (e.name, e.precision) == ("onnxruntime", "fp32") else 5.0
+        for k, e in engines.items()})
     _read_only(monkeypatch, cache)
     for _ in range(2):  # nothing cached: measured both times, said once
         eng = load_engine("auto", run, device="cpu")

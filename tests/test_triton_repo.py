@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from lkmseg.cli.app import app
 from lkmseg.errors import UserError
-from lkmseg.export.pbtxt import Enum, to_text
+from lkmseg.export.pbtxt import Enum, fallback_text, parameters, to_text
 from lkmseg.export.triton_repo import TritonRepoOptions, write_triton_repo
 
 runner = CliRunner()
@@ -180,14 +180,28 @@ def test_bad_targets_are_user_errors(run, tmp_path):
     assert res.exit_code == 2 and "not found" in res.output
 
 
-def test_pbtxt_writer_round_trips_through_protobuf():
-    msg = [("name", 'we"ird\\name'), ("max_batch_size", 3),
-           ("input", [("name", "x"), ("data_type", Enum("TYPE_UINT8")), ("dims", [-1, 2])]),
-           ("parameters", [("key", "k"), ("value", [("string_value", "line1\nline2")])])]
-    cfg = text_format.Parse(to_text(msg), pb.ModelConfig())
-    assert cfg.name == 'we"ird\\name' and cfg.max_batch_size == 3
-    assert cfg.input[0].data_type == pb.TYPE_UINT8 and list(cfg.input[0].dims) == [-1, 2]
-    assert cfg.parameters["k"].string_value == "line1\nline2"
+def test_pbtxt_schema_and_fallback_write_the_same_config():
+    desc = {"name": 'we"ird\\name', "max_batch_size": 3,
+            "input": [{"name": "x", "data_type": Enum("TYPE_UINT8"), "dims": [-1, 2]}],
+            "dynamic_batching": {"max_queue_delay_microseconds": 500},
+            "instance_group": [{"count": 2, "kind": Enum("KIND_CPU")}],
+            **parameters({"k": "line1\nline2", "size": "64×96"})}
+    text = to_text(desc)  # tritonclient's schema (the serve extra is here)
+    assert text != fallback_text(desc)  # two writers...
+    a = text_format.Parse(text, pb.ModelConfig())
+    assert a == text_format.Parse(fallback_text(desc), pb.ModelConfig())  # ...one config
+    assert a.name == 'we"ird\\name' and a.max_batch_size == 3
+    assert a.input[0].data_type == pb.TYPE_UINT8 and list(a.input[0].dims) == [-1, 2]
+    assert a.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    assert a.parameters["k"].string_value == "line1\nline2"
+    assert a.parameters["size"].string_value == "64×96" and "64×96" in text  # UTF-8 kept
+
+
+def test_pbtxt_schema_rejects_a_misspelt_field():
+    from google.protobuf.json_format import ParseError
+
+    with pytest.raises(ParseError, match="max_batch"):
+        to_text({"name": "m", "max_batch": 3})
 
 
 # --------------------------------------------------------------------------- what lkmseg owns

@@ -13,7 +13,7 @@ from lkmseg.config import RunConfig, TrainConfig
 from lkmseg.files.run_folder import read_summary
 from lkmseg.fsutil import atomic_path, write_text
 from lkmseg.models import ModelConfig
-from lkmseg.train.logs import read_csv
+from lkmseg.plots import curves_figure
 
 
 @dataclass
@@ -121,38 +121,6 @@ def _export_all(runs: list[Path], console) -> dict[str, dict]:
             if console:
                 console.print(f"[yellow]warning: export {r.name}: {p}[/]")
     return out
-
-
-def curves_figure(runs: list[Path], path: Path) -> Path:
-    """The study's Fig. 2: validation Dice vs images seen and vs wall time, every block."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for r in runs:
-        rows = read_csv(r / "val_log.csv") if (r / "val_log.csv").is_file() else []
-        if not rows:
-            continue
-        seen = [x["images_seen"] for x in rows]
-        dice = [x["dice"] for x in rows]
-        a.plot(seen, dice, marker="o", ms=3, label=r.name)
-        b.plot([x["elapsed_s"] / 60 for x in rows], dice, marker="o", ms=3, label=r.name)
-    a.set(xlabel="images seen", ylabel="validation Dice", title="Dice vs images seen")
-    b.set(xlabel="wall time (min)", title="Dice vs wall time (same budget)")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    lo = min((x["dice"] for r in runs if (r / "val_log.csv").is_file()
-              for x in read_csv(r / "val_log.csv")[len(read_csv(r / "val_log.csv")) // 3:]),
-             default=0.0)
-    a.set_ylim(max(0.0, lo - 0.02), 1.0)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
 
 
 def kernel_sweep_figure(rs: list[dict], path: Path) -> Path | None:
@@ -313,7 +281,17 @@ def write_report(o: CompareOptions, runs: list[Path], rows: list[dict], ctx: dic
     return path
 
 
-def run_compare(o: CompareOptions, console=None) -> Path:
+@dataclass
+class CompareResult:
+    """What ``compare`` made: report.md, the bench rows and context, the run folders."""
+
+    report: Path
+    rows: list[dict]
+    context: dict
+    runs: list[Path]
+
+
+def run_compare(o: CompareOptions, console=None) -> CompareResult:
     o.out.mkdir(parents=True, exist_ok=True)
     runs = _train_all(o, console)
     exports = _export_all(runs, console)
@@ -332,4 +310,4 @@ def run_compare(o: CompareOptions, console=None) -> Path:
         from lkmseg.bench.report import print_table
 
         print_table(rows, ctx, console)
-    return report
+    return CompareResult(report, rows, ctx, runs)

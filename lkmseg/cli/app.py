@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
 from lkmseg.errors import LkmsegError
 
-COMMANDS = ["train", "data", "export", "predict", "info", "bench", "compare", "serve"]
+COMMANDS = ["train", "data", "export", "predict", "val", "info", "bench", "compare", "serve"]
 
 
 class _Group(TyperGroup):
@@ -26,14 +27,25 @@ class _Group(TyperGroup):
             raise typer.Exit(e.exit_code) from None
 
 
-app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=True,
                   pretty_exceptions_enable=False,
                   help="Square vs separable-kernel U-Nets: train, export, predict, benchmark.")
 
 
 
+def _version(value: bool) -> None:
+    if value:
+        from lkmseg import __version__
+
+        typer.echo(f"lkmseg {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
     """Square vs separable-kernel U-Nets: train, export, predict, benchmark."""
 
 

@@ -8,16 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run folders (config.json + weights) directly under ``root`` or one level deeper."""
-    if not root.is_dir():
-        return []
-    cands = sorted({p.parent for pat in ("*/config.json", "*/*/config.json")
-                    for p in root.glob(pat)})
-    return [c for c in cands if (c / "model.safetensors").is_file()
-            or (c / "last.safetensors").is_file()]
-
-
 def bench_cmd(
     runs: Annotated[Optional[list[Path]], typer.Argument(
         help="Run folders (default: every run under runs/).")] = None,
@@ -56,41 +46,15 @@ def bench_cmd(
     more than --dice-tolerance below fp32's)."""
     from rich.console import Console
 
-    from lkmseg.bench.report import print_table, save
-    from lkmseg.bench.runner import BenchOptions, bench
-    from lkmseg.cli.options import parse_list, parse_size
-    from lkmseg.engines.factory import canonical_name
-    from lkmseg.errors import UserError
+    from lkmseg.api.tasks import bench
+    from lkmseg.bench.report import print_table
 
     console = Console(soft_wrap=True, width=None if Console().is_terminal else 200)
-    try:
-        bss = [int(b) for b in parse_list(batch_sizes, "--batch-sizes")]
-    except ValueError as e:
-        raise UserError(f"--batch-sizes {batch_sizes!r}: use integers like 1,8") from e
-    if any(b < 1 for b in bss):
-        raise UserError(f"--batch-sizes {batch_sizes!r}: batch sizes must be >= 1")
-    names = [canonical_name(e) for e in parse_list(engines, "--engines")]
-    if "auto" in names:
-        raise UserError("--engines: name them (torch,onnxruntime,openvino,tensorrt); bench "
-                        "measures each, so 'auto' means nothing here")
-    if not runs:
-        runs = find_runs(Path("runs"))
-        if not runs:
-            raise UserError("no runs found under runs/: train one first, e.g. `lkmseg train "
-                            "--block 1x5 --time-budget 5m`, or run `lkmseg compare`")
-    for r in runs:
-        if not (r / "config.json").is_file():
-            raise UserError(f"{r}: not a run folder (no config.json); pass folders made by "
-                            "`lkmseg train`")
-    opts = BenchOptions(engines=names, batch_sizes=bss,
-                        size=parse_size(size) if size else None, device=device, train=train,
-                        reps=reps, rounds=rounds, limit=limit, dice_tolerance=dice_tolerance,
-                        tf32=tf32)
-    rows, ctx = bench(list(runs), source, opts, console)
-    print_table(rows, ctx, console)
-    files = save(rows, ctx, out)
-    console.print("wrote " + ", ".join(str(f) for f in files))
-    raise_for_failures(rows, out)
+    rep = bench(runs or None, source, engines, batch_sizes, size, device, train, reps, rounds,
+                limit, dice_tolerance, out, console, tf32=tf32)
+    print_table(rep.rows, rep.context, console)
+    console.print("wrote " + ", ".join(str(f) for f in rep.files))
+    raise_for_failures(rep.rows, out)
 
 
 def raise_for_failures(rows: list[dict], out: Path) -> None:

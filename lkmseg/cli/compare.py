@@ -33,31 +33,12 @@ def compare_cmd(
     and one report (report.md, Dice curves, tables, ratios). Re-running resumes/reuses runs."""
     from rich.console import Console
 
-    from lkmseg.bench.compare import CompareOptions, run_compare
-    from lkmseg.cli.options import parse_duration, parse_list, parse_size
-    from lkmseg.engines.factory import canonical_name
-    from lkmseg.errors import UserError
-    from lkmseg.models import parse_block
+    from lkmseg.api.tasks import compare
 
-    names = [parse_block(b).name for b in parse_list(blocks, "--blocks")]
-    if len(set(names)) != len(names):
-        raise UserError(f"--blocks {blocks!r}: a block is listed twice")
-    try:
-        bss = [int(b) for b in parse_list(batch_sizes, "--batch-sizes")]
-    except ValueError as e:
-        raise UserError(f"--batch-sizes {batch_sizes!r}: use integers like 1,8") from e
-    engs = [canonical_name(e) for e in parse_list(engines, "--engines")]
-    if "auto" in engs:
-        raise UserError("--engines: name them (torch,onnxruntime,openvino,tensorrt)")
-    if data is not None and not data.exists():
-        raise UserError(f"{data}: data folder not found; check --data")
     console = Console(soft_wrap=True, width=None if Console().is_terminal else 200)
-    o = CompareOptions(blocks=names, data=data, size=parse_size(size),
-                       budget_s=parse_duration(budget, "--budget"), out=out, device=device,
-                       batch_size=batch_size, lr=lr, width=width, depth=depth, seed=seed,
-                       engines=engs, batch_sizes=bss, bench_reps=bench_reps, limit=limit)
-    report = run_compare(o, console)
-    console.print(f"report: {report}")
+    res = compare(blocks, data, size, budget, batch_size, lr, width, depth, device, engines,
+                  batch_sizes, seed, bench_reps, limit, out, console)
+    console.print(f"report: {res.report}")
 
 
 def register(app: typer.Typer) -> None:

@@ -145,8 +145,7 @@ def export_cmd(
     from rich.console import Console
     from rich.markup import escape
 
-    from lkmseg.export import ExportOptions, export_run
-    from lkmseg.export.precision_gates import GateOptions
+    from lkmseg.api.tasks import export
 
     console = Console(stderr=True)
     repo_opts = _repo_options(triton_name, max_batch, force)
@@ -157,15 +156,12 @@ def export_cmd(
         from lkmseg.export.triton_repo import precheck
 
         precheck(triton, run, repo_opts)
-    opts = ExportOptions(onnx=onnx, fp16=fp16, trt=trt, dynamic=dynamic, size=parse_size(size),
-                         batch=batch, opset=opset, trt_precision=trt_precision.lower(),
-                         max_batch=max_batch, workspace_gib=workspace,
-                         parity_images=parity_images, out_dir=out,
-                         gates=GateOptions(int8=int8, calib_dir=calib, calib_images=calib_images,
-                                           tolerance=int8_tolerance, gate_images=gate_images,
-                                           gate_data=gate_data))
-    result = export_run(run, opts, strict=False,
-                        log=lambda m: console.print(f"[dim]{escape(m)}[/]"))
+    result = export(run, check=False, log=lambda m: console.print(f"[dim]{escape(m)}[/]"),
+                    onnx=onnx, fp16=fp16, trt=trt, dynamic=dynamic, size=parse_size(size),
+                    batch=batch, opset=opset, trt_precision=trt_precision, max_batch=max_batch,
+                    workspace=workspace, parity_images=parity_images, out=out, int8=int8,
+                    calib=calib, calib_images=calib_images, int8_tolerance=int8_tolerance,
+                    gate_images=gate_images, gate_data=gate_data)
     print_report(result.report)
     for key, path in result.files.items():
         typer.echo(f"{key}: {path}")

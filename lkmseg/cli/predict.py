@@ -1,4 +1,4 @@
-"""`lkmseg predict`: masks for an image, an image folder or a video."""
+"""`lkmseg predict`: masks for images, folders, globs, URLs, videos, streams and cameras."""
 
 from __future__ import annotations
 
@@ -42,8 +42,10 @@ def _progress_factory(console):
 def predict_cmd(
     model: Annotated[Path, typer.Argument(help="Run folder, export folder, .onnx, .engine "
                                                "or .safetensors.")],
-    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a video "
-                                                "(.mp4 .avi .mov .mkv).")],
+    source: Annotated[str, typer.Argument(
+        help="An image, a folder of images, a quoted glob ('shots/**/*.jpg'), an http(s) URL "
+             "of an image or video, a video (.mp4 .avi .mov .mkv), an rtsp:// stream or a "
+             "camera index (0).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     engine: Annotated[str, typer.Option(
         help="auto (fastest measured here) | torch | onnxruntime | openvino | tensorrt.")] = "auto",
@@ -56,13 +58,20 @@ def predict_cmd(
                                                   "(img,rle_mask).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Mask threshold on the sigmoid "
                                                          "(default: the model's).")] = None,
+    json_path: Annotated[str | None, typer.Option(
+        "--json", help="Write one JSON line per image or frame (source, frame, size, "
+                       "coverage, mask file; rle with --rle) to this file ('-': stdout, as "
+                       "they come).")] = None,
+    max_frames: Annotated[int | None, typer.Option(
+        help="Stop a camera or stream after this many frames (else: Ctrl-C).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Predict masks for an image, an image folder or a video.
+    """Predict masks for images, a folder, a glob, a URL, a video, a stream or a camera.
 
-    Images: one PNG mask (0/255, original size) per image, named by its stem. Videos: a mask
-    video (and an overlay video with --overlay). --rle writes a Kaggle Carvana CSV
-    (img,rle_mask) of the full-resolution masks.
+    Images: one PNG mask (0/255, original size) per image, named by its stem. Videos, streams
+    and cameras: a mask video (and an overlay video with --overlay); Ctrl-C ends a camera or
+    stream and keeps what was written. --rle writes a Kaggle Carvana CSV (img,rle_mask) of
+    the full-resolution masks; --json one JSON line per image or frame.
     """
     from rich.console import Console
     from rich.markup import escape
@@ -73,7 +82,8 @@ def predict_cmd(
     console = Console(stderr=True)
     start, stop = _progress_factory(console) if progress else (None, lambda: None)
     opts = PredictOptions(engine=engine, precision=precision, device=device,
-                          batch_size=batch_size, overlay=overlay, rle=rle, threshold=threshold)
+                          batch_size=batch_size, overlay=overlay, rle=rle, threshold=threshold,
+                          json=json_path, max_frames=max_frames)
     try:
         s = predict(model, source, out, opts, progress=start)
     finally:
@@ -88,7 +98,7 @@ def predict_cmd(
         t.add_column(col, justify="right")
     t.add_row(str(s.frames), f"{s.seconds:.2f}", f"{s.fps:.1f}", f"{s.engine_fps:.1f}")
     console.print(t)
-    typer.echo(f"wrote {len(s.outputs)} files to {out}")
+    typer.echo(f"wrote {len(s.outputs)} files to {out}", err=json_path == "-")
 
 
 def register(app: typer.Typer) -> None:

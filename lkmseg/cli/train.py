@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from lkmseg.cli.defaults import config_callback
 from lkmseg.errors import LkmsegError
 
 
@@ -51,6 +52,14 @@ def train_cmd(
     out: Annotated[Path, typer.Option(help="Folder for run folders.")] = Path("runs"),
     name: Annotated[Optional[str], typer.Option(help="Run folder name.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder.")] = None,
+    tensorboard: Annotated[bool, typer.Option(
+        "--tensorboard/--no-tensorboard",
+        help="TensorBoard event files in the run folder (when tensorboard is installed: "
+             "pip install 'lkmseg[tensorboard]').")] = True,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", is_eager=True, callback=config_callback,
+        help="Defaults for these options from a run's config.json or a TOML file; options "
+             "given here override it.")] = None,
 ) -> None:
     """Train a U-Net with the chosen block; writes a run folder (config.json, weights,
     train/val logs, summary.json; see the README's "Run folder").
@@ -70,31 +79,22 @@ def train_cmd(
         raise typer.Exit(launch(nproc, _without_nproc(sys.argv[1:])))
     from rich.console import Console
 
-    from lkmseg.cli.options import parse_size
-    from lkmseg.config import RunConfig, TrainConfig
-    from lkmseg.models import ModelConfig, parse_block
-    from lkmseg.train.loop import train_run
+    from lkmseg.api.run import train
 
     rank = int(os.environ.get("RANK", "0"))
     try:
-        if resume is not None:
-            cfg = _resume_config(resume)
-            if steps or epochs or budget:  # extend or change the stopping rule
-                cfg.train.steps, cfg.train.epochs, cfg.train.time_budget_s = steps, epochs, budget
-        else:
-            spec = parse_block(block, kernel)
-            cfg = RunConfig(model=ModelConfig(block=spec.name, width=width, depth=depth),
-                            size=parse_size(size),
-                            train=TrainConfig(batch_size=batch_size, lr=lr, epochs=epochs,
-                                              steps=steps, time_budget_s=budget,
-                                              val_every=val_every, amp=amp,
-                                              channels_last=channels_last, compile=compile,
-                                              workers=workers, seed=seed, val_frac=val_frac,
-                                              augment=augment, ckpt_every=ckpt_every,
-                                              sync_bn=sync_bn, skip_bad=skip_bad,
-                                              group_pattern=group_pattern))
         console = Console(soft_wrap=True)
-        run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
+        options = {} if resume is not None else dict(
+            kernel=kernel, width=width, depth=depth, epochs=epochs, batch_size=batch_size,
+            lr=lr, val_every=val_every, amp=amp, channels_last=channels_last, compile=compile,
+            workers=workers, seed=seed, val_frac=val_frac, augment=augment,
+            ckpt_every=ckpt_every, sync_bn=sync_bn, skip_bad=skip_bad,
+            group_pattern=group_pattern, tensorboard=tensorboard)
+        if resume is not None and epochs:
+            options["epochs"] = epochs
+        run = train(block, data, size, budget, steps, out, name, device, resume=resume,
+                    console=console, **options)
+        run_dir, summary = run.path, run.summary
     except LkmsegError as e:
         if rank != 0:  # rank 0 reports it (errors are agreed on by all ranks, or rank 0's)
             raise typer.Exit(e.exit_code) from None
@@ -103,13 +103,6 @@ def train_cmd(
         _leave_process_group()
     if rank == 0:
         _report(console, run_dir, summary)
-
-
-def _resume_config(run: Path):
-    """config.json of the run to resume (checked by load_config: one line naming it)."""
-    from lkmseg.config import load_config
-
-    return load_config(run)
 
 
 def _report(console, run_dir: Path, summary: dict) -> None:

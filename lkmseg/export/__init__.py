@@ -27,3 +27,7 @@ __all__ = ["MARKER", "ExportOptions", "ExportResult", "ProfileShapes", "build_en
            "check_compatible", "config_from_metadata", "convert_fp16", "export_onnx",
            "export_run", "load_onnx", "profile_shapes", "read_metadata", "require_tensorrt",
            "save_onnx", "tensorrt_status"]
+
+from lkmseg._callable import callable_package  # noqa: E402
+
+callable_package(__name__)  # lkmseg.export(...) calls lkmseg.api.export

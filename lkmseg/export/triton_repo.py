@@ -31,7 +31,7 @@ from pathlib import Path
 from lkmseg.config import RunConfig
 from lkmseg.data.transforms import logit_threshold
 from lkmseg.errors import UserError
-from lkmseg.export.pbtxt import Enum, Message, parameters, to_text
+from lkmseg.export.pbtxt import Config, Enum, parameters, to_text
 from lkmseg.export.triton_folders import check_readme, folder_owner, mark_readme, write_folder
 from lkmseg.files.layout import ENGINE_FILE, ONNX_FILES
 
@@ -66,7 +66,7 @@ class _Model:
     in_dims: list[int]
     out_dims: list[int]
     kind: str  # KIND_AUTO | KIND_CPU | KIND_GPU
-    extra: Message = field(default_factory=list)
+    extra: Config = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
 
 
@@ -148,13 +148,13 @@ def _openvino_model(export_dir: Path, meta: dict, o: TritonRepoOptions,
               "PERFORMANCE_HINT": "LATENCY" if o.instances == 1 else "THROUGHPUT"}
     if onnx is not None:  # a given ONNX file (the INT8 one)
         return _Model("openvino", {ONNX: onnx}, mb, ins, outs, "KIND_CPU",
-                      [("default_model_filename", ONNX)], params)
+                      {"default_model_filename": ONNX}, params)
     if fresh_ir(export_dir):
         files = {f: export_dir / f for f in IR}
-        extra: Message = []
+        extra: Config = {}
     else:  # the OpenVINO backend reads ONNX too
         files = {ONNX: export_dir / ONNX}
-        extra = [("default_model_filename", ONNX)]
+        extra = {"default_model_filename": ONNX}
     return _Model("openvino", files, mb, ins, outs, "KIND_CPU", extra, params)
 
 
@@ -198,23 +198,23 @@ def _tensorrt_model(engine: Path, o: TritonRepoOptions) -> _Model:
               "lkmseg_gpu": f"{side.get('gpu_name')} (compute capability "
                             f"{side.get('compute_capability')})",
               "lkmseg_engine_precision": str(side.get("precision"))}
-    return _Model("tensorrt", {"model.plan": engine}, mb, ins, outs, "KIND_GPU", [], params)
+    return _Model("tensorrt", {"model.plan": engine}, mb, ins, outs, "KIND_GPU", {}, params)
 
 
 def config_message(name: str, m: _Model, meta: dict[str, str], contract: dict[str, str],
-                   o: TritonRepoOptions) -> Message:
-    """The model's config.pbtxt as a message (see ``pbtxt``)."""
-    msg: Message = [("name", name), ("backend", m.backend), ("max_batch_size", m.max_batch)]
-    msg += [("input", [("name", meta.get("input", "image")), ("data_type", Enum("TYPE_FP32")),
-                       ("dims", m.in_dims)]),
-            ("output", [("name", meta.get("output", "logits")),
-                        ("data_type", Enum("TYPE_FP32")), ("dims", m.out_dims)])]
+                   o: TritonRepoOptions) -> Config:
+    """The model's config.pbtxt as a description (see ``pbtxt``)."""
+    cfg: Config = {"name": name, "backend": m.backend, "max_batch_size": m.max_batch,
+                   "input": [{"name": meta.get("input", "image"),
+                              "data_type": Enum("TYPE_FP32"), "dims": m.in_dims}],
+                   "output": [{"name": meta.get("output", "logits"),
+                               "data_type": Enum("TYPE_FP32"), "dims": m.out_dims}]}
     if m.max_batch > 0:
-        msg.append(("dynamic_batching", [("max_queue_delay_microseconds",
-                                          round(o.queue_delay_ms * 1000))]))
-    msg.append(("instance_group", [("count", o.instances), ("kind", Enum(m.kind))]))
-    msg += m.extra
-    return msg + parameters({**contract, **m.params})  # a model's own precision wins
+        cfg["dynamic_batching"] = {"max_queue_delay_microseconds":
+                                   round(o.queue_delay_ms * 1000)}
+    cfg["instance_group"] = [{"count": o.instances, "kind": Enum(m.kind)}]
+    cfg.update(m.extra)
+    return {**cfg, **parameters({**contract, **m.params})}  # a model's own precision wins
 
 
 def _plan(export_dir: Path, o: TritonRepoOptions, meta: dict) -> tuple[dict[str, _Model], list]:

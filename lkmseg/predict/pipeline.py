@@ -22,8 +22,9 @@ import numpy as np
 
 from lkmseg.data.transforms import postprocess, preprocess
 from lkmseg.errors import UserError
-from lkmseg.predict.sinks import Sink
-from lkmseg.predict.sources import Item, Source, open_source
+from lkmseg.predict.sinks import VIDEO_KINDS, Sink
+from lkmseg.predict.sources import Item, Source
+from lkmseg.predict.streams import LIVE_KINDS, Tagged, input_folders, open_input
 
 _DONE = object()
 
@@ -38,6 +39,8 @@ class PredictOptions:
     rle: Path | None = None
     threshold: float | None = None  # default: the model's (config.json / ONNX metadata)
     prefetch: int = 3  # batches buffered between stages
+    json: str | Path | None = None  # JSON lines, one per image or frame ("-": stdout)
+    max_frames: int | None = None  # stop a camera / stream after this many frames
 
 
 @dataclass
@@ -111,9 +114,9 @@ def _batches(items: Iterator[Item], n: int) -> Iterator[list[Item]]:
         yield batch
 
 
-def _check_out(out_dir: Path, source: Path, kind: str) -> None:
-    folder = source if source.is_dir() else source.parent
-    if kind != "video" and out_dir.resolve() == folder.resolve():
+def _check_out(out_dir: Path, src: Source) -> None:
+    if src.kind not in VIDEO_KINDS and out_dir.resolve() in {
+            f.resolve() for f in input_folders(src)}:
         raise UserError(f"--out {out_dir} is the input folder; masks would mix with (or "
                         "overwrite) the images: choose another folder")
     try:
@@ -171,11 +174,12 @@ def run_pipeline(engine: Any, src: Source, sink: Sink, size: tuple[int, int], th
     return frames
 
 
-def predict(model: str | Path, source: str | Path, out_dir: str | Path,
+def predict(model: str | Path, source: Any, out_dir: str | Path,
             options: PredictOptions | None = None,
             progress: Callable[[int | None], Callable[[int], None]] | None = None,
             engine: Any = None) -> PredictSummary:
-    """Predict masks for SOURCE (image, folder, video) with MODEL (run folder or model file).
+    """Predict masks for SOURCE (image, folder, video, glob, URL, stream, camera index; see
+    ``predict.streams``) with MODEL (run folder or model file).
 
     ``progress(total)`` may return a per-batch callback (the CLI's rich progress bar).
     ``engine`` lets a caller pass an already-loaded engine (benchmarks).
@@ -188,15 +192,18 @@ def predict(model: str | Path, source: str | Path, out_dir: str | Path,
     if opts.threshold is not None and not 0.0 < opts.threshold < 1.0:
         raise UserError(f"--threshold {opts.threshold}: must be between 0 and 1 (exclusive)")
     out = Path(out_dir)
-    src = open_source(source)
+    if opts.max_frames is not None and opts.max_frames < 1:
+        raise UserError(f"--max-frames {opts.max_frames}: must be >= 1")
+    opened = open_input(source, opts.max_frames)
+    src = Tagged(opened)
     try:
-        _check_out(out, Path(source), src.kind)
+        _check_out(out, opened)
         if engine is None:
             engine = load_engine(opts.engine, model, opts.precision, opts.device)
         cfg = engine.config
         threshold = cfg.threshold if opts.threshold is None else opts.threshold
         sink = Sink(out, src.kind, overlay=opts.overlay, rle=opts.rle, fps=src.fps,
-                    stem=src.stem)
+                    stem=src.stem, json_path=opts.json)
         tick = progress(src.total) if progress else None
         engine.reset_stats()
         t0 = time.perf_counter()
@@ -204,13 +211,19 @@ def predict(model: str | Path, source: str | Path, out_dir: str | Path,
             frames = run_pipeline(engine, src, sink, tuple(cfg.size), threshold,
                                   opts.batch_size, opts.prefetch, tick)
             outputs = sink.close()
+        except KeyboardInterrupt:
+            if src.kind not in LIVE_KINDS:
+                sink.abort()
+                raise
+            frames, outputs = sink.count, sink.close()  # Ctrl-C ends a live source: keep it
         except BaseException:
             sink.abort()
             raise
         seconds = time.perf_counter() - t0
     finally:
         src.close()
-    return PredictSummary(source=str(source), kind=src.kind, frames=frames, seconds=seconds,
+    where = str(source) if isinstance(source, (str, Path, int)) else type(source).__name__
+    return PredictSummary(source=where, kind=src.kind, frames=frames, seconds=seconds,
                           engine=engine.describe(), engine_seconds=engine.seconds,
                           threshold=threshold, outputs=outputs,
                           skipped_engines=list(getattr(engine, "skipped", []) or []),

@@ -1,10 +1,12 @@
-"""Outputs of ``lkmseg predict``: mask PNGs (0/255), overlays, mask/overlay videos, RLE CSV.
-Every file is written atomically."""
+"""Outputs of ``lkmseg predict``: mask PNGs (0/255), overlays, mask/overlay videos, RLE CSV,
+JSON lines (``--json``; ``-`` streams them to stdout). Every file is written atomically."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,7 +16,10 @@ from lkmseg.data.rle import rle_encode
 from lkmseg.data.video import VideoWriter
 from lkmseg.errors import UserError
 from lkmseg.fsutil import write_bytes, write_text
+from lkmseg.predict.records import record
 from lkmseg.predict.sources import Item
+
+VIDEO_KINDS = ("video", "camera", "stream")  # written as mask (and overlay) videos
 
 OVERLAY_RGB = np.array([0, 255, 80], dtype=np.float32)
 OVERLAY_ALPHA = 0.45
@@ -44,9 +49,10 @@ class Sink:
     """Writes everything for one prediction run; ``close()`` finishes videos and the CSV."""
 
     def __init__(self, out_dir: Path, kind: str, *, overlay: bool, rle: Path | None,
-                 fps: float = 25.0, stem: str = "") -> None:
+                 fps: float = 25.0, stem: str = "", json_path: str | Path | None = None) -> None:
         self.out, self.kind, self.want_overlay, self.rle_path = out_dir, kind, overlay, rle
-        self.fps, self.stem = fps, stem
+        self.fps, self.stem, self.json_path = fps, stem, json_path
+        self.lines: list[str] = []
         self.rows: list[tuple[str, str]] = []
         self.videos: dict[str, VideoWriter] = {}
         self.written: list[Path] = []
@@ -60,8 +66,10 @@ class Sink:
 
     def write(self, item: Item, mask: np.ndarray) -> None:
         """``mask``: uint8 {0,1} at the item's original size."""
-        if self.kind == "video":
-            self._video("mask", mask.shape[:2]).write(mask * 255)
+        if self.kind in VIDEO_KINDS:
+            video = self._video("mask", mask.shape[:2])
+            video.write(mask * 255)
+            path = video.path
             if self.want_overlay:
                 self._video("overlay", mask.shape[:2]).write(overlay(item.image, mask))
         else:
@@ -74,7 +82,19 @@ class Sink:
                 self.written.append(path)
         if self.rle_path is not None:
             self.rows.append((item.key, rle_encode(mask)))
+        if self.json_path is not None:
+            self._json(item, mask, path)
         self.count += 1
+
+    def _json(self, item: Item, mask: np.ndarray, path: Path) -> None:
+        where = getattr(item, "origin", "") or item.key
+        frame = getattr(item, "frame", item.index)
+        line = json.dumps(record(where, frame, mask, path, rle=self.rle_path is not None))
+        if str(self.json_path) == "-":  # as they come: a pipeline reads them live
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        else:
+            self.lines.append(line)
 
     def close(self) -> list[Path]:
         for v in self.videos.values():
@@ -88,6 +108,9 @@ class Sink:
             w.writerows(self.rows)
             write_text(self.rle_path, buf.getvalue())
             self.written.append(self.rle_path)
+        if self.json_path is not None and str(self.json_path) != "-":
+            write_text(self.json_path, "".join(f"{ln}\n" for ln in self.lines))
+            self.written.append(Path(self.json_path))
         return self.written
 
     def abort(self) -> None:

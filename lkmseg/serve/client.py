@@ -83,12 +83,13 @@ class SegmentClient:
 
 def batch_stats(http_url: str, model: str = MODEL_NAME) -> dict[int, int]:
     """{batch size: executions} that Triton's dynamic batcher ran for ``model`` so far
-    (the statistics extension; ``lkmseg serve`` leaves it open)."""
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(f"{http_url}/v2/models/{model}/stats", timeout=10) as r:
-        stats = json.loads(r.read())
+    (the statistics extension, through tritonclient; ``lkmseg serve`` leaves it open)."""
+    tc = _module("http")
+    client = tc.InferenceServerClient(http_url.split("://", 1)[-1], network_timeout=10.0)
+    try:
+        stats = client.get_inference_statistics(model)
+    finally:
+        client.close()
     out: dict[int, int] = {}
     for entry in stats.get("model_stats", []):
         for b in entry.get("batch_stats", []):

@@ -22,6 +22,7 @@ from torch import nn
 from lkmseg import __version__, hw
 from lkmseg.config import RunConfig
 from lkmseg.data.loader import BatchSource, Prefetcher
+from lkmseg.data.transforms import logit_threshold
 from lkmseg.errors import PeerFailed, UserError
 from lkmseg.files import run_folder as ckpt
 from lkmseg.files.cache import cache_root
@@ -45,6 +46,7 @@ from lkmseg.train.runtime import (
     init_distributed,
     resolve_device,
 )
+from lkmseg.train.tracking import TensorBoard, write_results_png
 
 MAX_BAD_STEPS = 20
 
@@ -248,6 +250,8 @@ class Trainer:
             keep = self.state.step if resume else None
             self.tlog = CsvLog(run_dir / "train_log.csv", TRAIN_FIELDS, keep)
             self.vlog = CsvLog(run_dir / "val_log.csv", VAL_FIELDS, keep)
+        self.tb = (TensorBoard(run_dir, self.state.step if resume else None, self.warn)
+                   if rt.is_main and cfg.train.tensorboard else None)
 
     def warn(self, msg: str) -> None:
         if not self.rt.is_main:
@@ -383,6 +387,9 @@ class Trainer:
             self._io(self.tlog.write, step=st.step, epoch=st.step / self.source.steps_per_epoch,
                      elapsed_s=round(elapsed_s, 3), images_per_s=round(images_per_s, 2),
                      loss=loss, lr=self.opt.param_groups[0]["lr"])
+        if self.tb is not None:
+            self.tb.train_step(self.state.step, loss, self.opt.param_groups[0]["lr"],
+                               images_per_s)
 
     # ---------------------------------------------------------------- validation & saving
 
@@ -407,6 +414,21 @@ class Trainer:
         if st.best_step == st.step:
             ckpt.save_weights(self.run_dir / ckpt.BEST, self.model,
                               {"step": st.step, "dice": dice, "block": self.cfg.model.block})
+        if self.tb is not None:
+            self.tb.validation(st.step, dice, self.data.val_images, self.data.val_masks,
+                               self._predict, logit_threshold(self.cfg.threshold))
+
+    @torch.no_grad()
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the (unwrapped) model in eval mode for a float (B, 3, H, W) batch."""
+        was_training = self.model.training
+        self.model.eval()
+        with self.rt.autocast():
+            out = self.model(x.to(self.rt.device).contiguous(
+                memory_format=torch.channels_last if self.rt.channels_last
+                else torch.contiguous_format))
+        self.model.train(was_training)
+        return out
 
     def checkpoint(self) -> None:
         """Write last weights and the full training state (rank 0, atomically)."""
@@ -429,6 +451,8 @@ class Trainer:
         for log in (self.tlog, self.vlog):
             if log:
                 log.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 @torch.no_grad()
@@ -641,4 +665,5 @@ def _train_claimed(cfg: RunConfig, run_dir: Path, data_dir: str | Path | None, d
     summary = _summary(tr, status, tr.source.images_per_s(), full)
     if tr.rt.is_main:
         write_json(run_dir / "summary.json", summary)
+        write_results_png(run_dir)
     return run_dir, summary

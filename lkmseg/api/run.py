@@ -1,0 +1,138 @@
+"""``lkmseg.train`` and ``Run``: train a U-Net (or resume one) from Python, as the CLI does."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lkmseg.config import RunConfig, TrainConfig, load_config
+from lkmseg.errors import UserError
+from lkmseg.files.layout import SUMMARY
+from lkmseg.models import ModelConfig
+
+if TYPE_CHECKING:
+    from lkmseg.api.model import Model
+
+MODEL_OPTIONS = ("kernel", "width", "depth")
+TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig)
+                      if f.name not in ("steps", "time_budget_s"))
+
+
+@dataclass
+class Run:
+    """A run folder: its path, config and summary (``summary.json``: Dice, speed, machine).
+
+    Usable wherever a path is (``os.fspath(run)``), e.g. ``lkmseg.load(run)``.
+
+    >>> run = lkmseg.train("1x5", steps=200)
+    >>> run.path, run.summary["best_val_dice"]
+    """
+
+    path: Path
+    config: RunConfig
+    summary: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Run:
+        """The run in folder ``path`` (config.json checked; summary.json if written).
+
+        >>> Run.open("runs/1x5_128x128").best_dice
+        """
+        p = Path(path)
+        cfg = load_config(p)
+        try:
+            summary = json.loads((p / SUMMARY).read_text())
+        except (OSError, ValueError):
+            summary = {}
+        return cls(p, cfg, summary if isinstance(summary, dict) else {})
+
+    @property
+    def best_dice(self) -> float | None:
+        return self.summary.get("best_val_dice")
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", "unknown")
+
+    def load(self, **kw: Any) -> Model:
+        """``lkmseg.load(run, **kw)``."""
+        from lkmseg.api.model import load
+
+        return load(self, **kw)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def _size(size: int | str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    from lkmseg.cli.options import parse_size
+
+    if isinstance(size, (tuple, list)):
+        size = "x".join(str(int(s)) for s in size)
+    return parse_size(str(size))
+
+
+def _budget(time_budget: float | str | None, option: str = "time_budget") -> float | None:
+    from lkmseg.cli.options import parse_duration
+
+    if time_budget is None:
+        return None
+    return parse_duration(str(time_budget), option)
+
+
+def build_config(block: str = "1x5", size: Any = 128, steps: int | None = None,
+                 time_budget: float | str | None = None, **options: Any) -> RunConfig:
+    """The RunConfig ``train`` would use: ``options`` are ModelConfig (kernel, width, depth)
+    and TrainConfig fields (batch_size, lr, epochs, amp, seed, ...)."""
+    from lkmseg.models import parse_block
+
+    unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise UserError(f"unknown training option {unknown[0]!r}: choose from "
+                        f"{', '.join(MODEL_OPTIONS + TRAIN_OPTIONS)}")
+    spec = parse_block(block, options.pop("kernel", None))
+    model = ModelConfig(block=spec.name, **{k: options.pop(k) for k in ("width", "depth")
+                                            if k in options})
+    train = TrainConfig(steps=steps, time_budget_s=_budget(time_budget), **options)
+    return RunConfig(model=model, size=_size(size), train=train)
+
+
+def train(block: str = "1x5", data: str | os.PathLike | None = None,
+          size: int | str | tuple[int, int] = 128, time_budget: float | str | None = None,
+          steps: int | None = None, out: str | os.PathLike = "runs", name: str | None = None,
+          device: str = "auto", *, resume: str | os.PathLike | None = None,
+          verbose: bool = True, console: Any = None, **options: Any) -> Run:
+    """Train a U-Net with ``block`` (3x3, 5x5, 1x5, KxK, 1xK, gcnK) and return its ``Run``.
+
+    ``data``: a dataset folder (Carvana train/+train_masks/, or images/+masks/; default: the
+    embedded synthetic set); ``size``: N, "HxW" or (H, W); stop after ``steps``, after
+    ``time_budget`` (seconds or "10m"), or after ``epochs=`` (default: 10 epochs);
+    ``resume``: continue that run folder (steps/time_budget/epochs extend it). ``options``:
+    width, depth, kernel, batch_size, lr, epochs, amp, channels_last, seed, val_every,
+    tensorboard, ... (``lkmseg train --help`` explains each).
+
+    >>> run = lkmseg.train("1x5", data="data/carvana", size=256, time_budget="10m")
+    >>> run.summary["best_val_dice"], run.path
+    """
+    from lkmseg.train.loop import train_run
+
+    if resume is not None:
+        cfg = load_config(resume)
+        epochs = options.pop("epochs", None)
+        if options:
+            raise UserError(f"resume: {sorted(options)[0]} cannot change when resuming; "
+                            "only steps, time_budget and epochs can")
+        if steps or epochs or time_budget:  # extend or change the stopping rule
+            cfg.train.steps, cfg.train.epochs = steps, epochs
+            cfg.train.time_budget_s = _budget(time_budget)
+    else:
+        cfg = build_config(block, size, steps, time_budget, **options)
+    if console is None and verbose:
+        from rich.console import Console
+
+        console = Console(soft_wrap=True)
+    run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
+    return Run(Path(run_dir), cfg, summary)
