@@ -45,6 +45,7 @@ class TrainConfig:
     skip_bad: bool = False
     group_pattern: str | None = None
     full_res_eval: bool = True
+    init: str | None = None  # start from these weights (a run folder or .safetensors file)
 
 
 @dataclass

@@ -11,6 +11,11 @@ import typer
 def compare_cmd(
     blocks: Annotated[str, typer.Option(help="Comma list, e.g. 3x3,5x5,1x5,7x7,1x7,gcn15.")] =
         "3x3,5x5,1x5",
+    arch: Annotated[str, typer.Option(
+        help="unet or smp:<Arch>:<encoder> (then KxK in --blocks is the model as built).")] =
+        "unet",
+    where: Annotated[str, typer.Option(
+        help="Square convs each block replaces: all, encoder, decoder or a regex.")] = "all",
     data: Annotated[Optional[Path], typer.Option(
         help="Dataset folder (default: the embedded synthetic set).")] = None,
     size: Annotated[str, typer.Option(help="Training size N or HxW.")] = "128",
@@ -37,9 +42,10 @@ def compare_cmd(
     from lkmseg.cli.options import parse_duration, parse_list, parse_size
     from lkmseg.engines.factory import canonical_name
     from lkmseg.errors import UserError
-    from lkmseg.models import parse_block
+    from lkmseg.models import ModelConfig
 
-    names = [parse_block(b).name for b in parse_list(blocks, "--blocks")]
+    names = [ModelConfig(block=b, arch=arch, where=where).block
+             for b in parse_list(blocks, "--blocks")]
     if len(set(names)) != len(names):
         raise UserError(f"--blocks {blocks!r}: a block is listed twice")
     try:
@@ -52,7 +58,7 @@ def compare_cmd(
     if data is not None and not data.exists():
         raise UserError(f"{data}: data folder not found; check --data")
     console = Console(soft_wrap=True, width=None if Console().is_terminal else 200)
-    o = CompareOptions(blocks=names, data=data, size=parse_size(size),
+    o = CompareOptions(blocks=names, arch=arch, where=where, data=data, size=parse_size(size),
                        budget_s=parse_duration(budget, "--budget"), out=out, device=device,
                        batch_size=batch_size, lr=lr, width=width, depth=depth, seed=seed,
                        engines=engs, batch_sizes=bss, bench_reps=bench_reps, limit=limit)

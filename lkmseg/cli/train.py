@@ -13,7 +13,20 @@ from lkmseg.errors import LkmsegError
 
 
 def train_cmd(
-    block: Annotated[str, typer.Option(help="Block: 3x3, 5x5, 1x5, KxK, 1xK, gcnK.")] = "3x3",
+    block: Annotated[Optional[str], typer.Option(
+        help="Block: 3x3, 5x5, 1x5, KxK, 1xK, gcnK. Default: 3x3 for --arch unet; for other "
+             "archs what their square convs become (default KxK: as built).")] = None,
+    arch: Annotated[str, typer.Option(
+        help="unet (the seed's U-Net) or smp:<Arch>:<encoder>, e.g. smp:Unet:resnet34 "
+             "(needs the smp extra).")] = "unet",
+    where: Annotated[str, typer.Option(
+        help="Square convs --block replaces: all, encoder, decoder or a regular expression "
+             "on layer names (unet: the rest keeps a square kernel of the same size).")] = "all",
+    encoder_weights: Annotated[Optional[str], typer.Option(
+        help="smp: pretrained encoder weights to start from, e.g. imagenet.")] = None,
+    init: Annotated[Optional[Path], typer.Option(
+        help="Start from these weights: a run folder (its model.safetensors) or a "
+             ".safetensors file of the same model.")] = None,
     kernel: Annotated[Optional[int], typer.Option(help="Fill K in KxK/1xK/gcnK.")] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="Dataset folder (Carvana train/+train_masks/, or images/+masks/). "
@@ -72,7 +85,7 @@ def train_cmd(
 
     from lkmseg.cli.options import parse_size
     from lkmseg.config import RunConfig, TrainConfig
-    from lkmseg.models import ModelConfig, parse_block
+    from lkmseg.models import ModelConfig
     from lkmseg.train.loop import train_run
 
     rank = int(os.environ.get("RANK", "0"))
@@ -82,8 +95,9 @@ def train_cmd(
             if steps or epochs or budget:  # extend or change the stopping rule
                 cfg.train.steps, cfg.train.epochs, cfg.train.time_budget_s = steps, epochs, budget
         else:
-            spec = parse_block(block, kernel)
-            cfg = RunConfig(model=ModelConfig(block=spec.name, width=width, depth=depth),
+            model = ModelConfig(block=_block(block, kernel, arch), width=width, depth=depth,
+                                arch=arch, where=where, encoder_weights=_none(encoder_weights))
+            cfg = RunConfig(model=model,
                             size=parse_size(size),
                             train=TrainConfig(batch_size=batch_size, lr=lr, epochs=epochs,
                                               steps=steps, time_budget_s=budget,
@@ -92,7 +106,8 @@ def train_cmd(
                                               workers=workers, seed=seed, val_frac=val_frac,
                                               augment=augment, ckpt_every=ckpt_every,
                                               sync_bn=sync_bn, skip_bad=skip_bad,
-                                              group_pattern=group_pattern))
+                                              group_pattern=group_pattern,
+                                              init=str(init) if init else None))
         console = Console(soft_wrap=True)
         run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
     except LkmsegError as e:
@@ -103,6 +118,19 @@ def train_cmd(
         _leave_process_group()
     if rank == 0:
         _report(console, run_dir, summary)
+
+
+def _block(block: str | None, kernel: int | None, arch: str) -> str | None:
+    """--block with --kernel filled in (unet needs a number; other archs keep a literal K)."""
+    from lkmseg.models import parse_arch, parse_block
+
+    if block is None or (parse_arch(arch) is not None and kernel is None):
+        return block
+    return parse_block(block, kernel).name
+
+
+def _none(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
 
 
 def _resume_config(run: Path):
