@@ -28,7 +28,8 @@ __all__ = ["ARCHS", "PaddedSegmenter", "build_model", "parse_arch", "smp_availab
 def _import_smp():
     try:
         import segmentation_models_pytorch as smp
-    except ImportError as e:  # missing, or torchvision built for another torch
+    except (ImportError, OSError, RuntimeError) as e:  # missing, or a torchvision built for
+        # another torch (its compiled operators then fail to load or register)
         raise UserError(f"--arch smp:... needs segmentation-models-pytorch and a torchvision "
                         f"built for this torch {torch.__version__} ({e}); install them with "
                         "pip install 'lkmseg[smp]' (and the matching torch/torchvision pair)") \
