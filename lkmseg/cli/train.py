@@ -1,4 +1,4 @@
-"""`lkmseg train`: train one U-Net (or resume a run)."""
+"""`lkmseg train`: train one model (or resume a run)."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def train_cmd(
     name: Annotated[Optional[str], typer.Option(help="Run folder name.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder.")] = None,
 ) -> None:
-    """Train a U-Net with the chosen block; writes a run folder (config.json, weights,
-    train/val logs, summary.json; see the README's "Run folder").
+    """Train a U-Net (the seed's, or an smp architecture with --arch) with the chosen block;
+    writes a run folder (config.json, weights, train/val logs, summary.json; see the README's
+    "Run folder").
 
     With --nproc N (or under torchrun) N processes train one model with
     DistributedDataParallel; --batch-size is per process.
