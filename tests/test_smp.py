@@ -135,3 +135,23 @@ def test_bad_arch_lists_choices(data, tmp_path, arch, needle):
     r = CliRunner().invoke(app, ["train", "--arch", arch, "--data", str(data), *TINY,
                                  "--steps", "1", "--out", str(tmp_path / "runs")])
     assert r.exit_code == 2 and needle in r.output and "choose" in r.output, r.output
+
+
+def test_convert_an_smp_run_by_svd(data, tmp_path):
+    from lkmseg.config import load_config
+    from lkmseg.files.run_folder import load_run
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--arch", "smp:Unet:resnet18", "--data", str(data), *TINY,
+                            "--steps", "1", "--out", str(tmp_path / "runs"), "--name", "sq"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "conv"
+    r = runner.invoke(app, ["convert", str(tmp_path / "runs" / "sq"), "--where", "decoder",
+                            "--out", str(out), "--bn-images", "4", "--no-full-res"])
+    assert r.exit_code == 0, r.output
+    m = load_config(out).model
+    assert (m.arch, m.block, m.where, m.base) == ("smp:Unet:resnet18", "1xK", "decoder", None)
+    rep = json.loads((out / "convert.json").read_text())
+    assert len(rep["layers"]) == 10 and all(0 < row["energy_kept"] <= 1 for row in rep["layers"])
+    model, _ = load_run(out)
+    assert model(torch.rand(1, 3, 40, 40)).shape == (1, 1, 40, 40)
