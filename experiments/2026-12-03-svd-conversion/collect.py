@@ -29,6 +29,6 @@ res = {"source_s": src_s, "fine_tune_s": ft_s, "dice": rows,
        "energy_kept": {r["layer"]: r["energy_kept"] for r in conv["layers"]},
        "energy_kept_median": conv["surgery"]["energy_kept_median"],
        "params": conv["params"], "bn_images": conv["bn_images"],
-       "load": (out / "load_start.txt").read_text().splitlines()}
+       "load": (out / "load.txt").read_text().splitlines()}
 (out / "results.json").write_text(json.dumps(res, indent=1))
 print(json.dumps({k: {m: round(v, 4) for m, v in d.items()} for k, d in rows.items()}, indent=1))
