@@ -46,6 +46,7 @@ class TrainConfig:
     group_pattern: str | None = None
     full_res_eval: bool = True
     tensorboard: bool = True  # event files in the run folder when tensorboard is installed
+    init: str | None = None  # start from these weights (a run folder or .safetensors file)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from lkmseg.models import ModelConfig
 if TYPE_CHECKING:
     from lkmseg.api.model import Model
 
-MODEL_OPTIONS = ("kernel", "width", "depth")
+MODEL_OPTIONS = ("kernel", "width", "depth", "arch", "where", "encoder_weights")
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig)
                       if f.name not in ("steps", "time_budget_s"))
 
@@ -83,19 +83,24 @@ def _budget(time_budget: float | str | None, option: str = "time_budget") -> flo
     return parse_duration(str(time_budget), option)
 
 
-def build_config(block: str = "1x5", size: Any = 128, steps: int | None = None,
+def build_config(block: str | None = "1x5", size: Any = 128, steps: int | None = None,
                  time_budget: float | str | None = None, **options: Any) -> RunConfig:
-    """The RunConfig ``train`` would use: ``options`` are ModelConfig (kernel, width, depth)
-    and TrainConfig fields (batch_size, lr, epochs, amp, seed, ...)."""
-    from lkmseg.models import parse_block
+    """The RunConfig ``train`` would use: ``options`` are ModelConfig (kernel, width, depth,
+    arch, where, encoder_weights) and TrainConfig fields (batch_size, lr, epochs, amp, ...).
+    ``block`` None: the architecture's default (3x3 for unet; others as built)."""
+    from lkmseg.models import parse_arch, parse_block
 
     unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(TRAIN_OPTIONS))
     if unknown:
         raise UserError(f"unknown training option {unknown[0]!r}: choose from "
                         f"{', '.join(MODEL_OPTIONS + TRAIN_OPTIONS)}")
-    spec = parse_block(block, options.pop("kernel", None))
-    model = ModelConfig(block=spec.name, **{k: options.pop(k) for k in ("width", "depth")
-                                            if k in options})
+    kernel = options.pop("kernel", None)
+    # unet needs a number in KxK/1xK/gcnK; other archs may keep a literal K (each conv's own)
+    if block is not None and (parse_arch(options.get("arch", "unet")) is None
+                              or kernel is not None):
+        block = parse_block(block, kernel).name
+    model = ModelConfig(block=block, **{k: options.pop(k) for k in MODEL_OPTIONS[1:]
+                                        if k in options})
     train = TrainConfig(steps=steps, time_budget_s=_budget(time_budget), **options)
     return RunConfig(model=model, size=_size(size), train=train)
 
@@ -105,14 +110,15 @@ def train(block: str = "1x5", data: str | os.PathLike | None = None,
           steps: int | None = None, out: str | os.PathLike = "runs", name: str | None = None,
           device: str = "auto", *, resume: str | os.PathLike | None = None,
           verbose: bool = True, console: Any = None, **options: Any) -> Run:
-    """Train a U-Net with ``block`` (3x3, 5x5, 1x5, KxK, 1xK, gcnK) and return its ``Run``.
+    """Train a U-Net with ``block`` (3x3, 5x5, 1x5, KxK, 1xK, gcnK) and return its ``Run``;
+    ``arch="smp:Unet:resnet34"`` trains an smp model whose square convs become ``block``.
 
     ``data``: a dataset folder (Carvana train/+train_masks/, or images/+masks/; default: the
     embedded synthetic set); ``size``: N, "HxW" or (H, W); stop after ``steps``, after
     ``time_budget`` (seconds or "10m"), or after ``epochs=`` (default: 10 epochs);
     ``resume``: continue that run folder (steps/time_budget/epochs extend it). ``options``:
-    width, depth, kernel, batch_size, lr, epochs, amp, channels_last, seed, val_every,
-    tensorboard, ... (``lkmseg train --help`` explains each).
+    width, depth, kernel, arch, where, encoder_weights, init, batch_size, lr, epochs, amp,
+    channels_last, seed, val_every, tensorboard, ... (``lkmseg train --help`` explains each).
 
     >>> run = lkmseg.train("1x5", data="data/carvana", size=256, time_budget="10m")
     >>> run.summary["best_val_dice"], run.path
@@ -136,3 +142,36 @@ def train(block: str = "1x5", data: str | os.PathLike | None = None,
         console = Console(soft_wrap=True)
     run_dir, summary = train_run(cfg, data, out, name, device, resume, console)
     return Run(Path(run_dir), cfg, summary)
+
+
+def convert(run: str | os.PathLike, block: str = "1xK", *, rank: int | float | None = None,
+            where: str = "all", fine_tune: float | str | None = None,
+            out: str | os.PathLike | None = None, verbose: bool = True, console: Any = None,
+            **options: Any) -> Run:
+    """Convert a trained square run to ``block`` by truncated SVD (no retraining): BatchNorm
+    re-estimated, then fine-tuned for ``fine_tune`` (seconds or "60s") if given. Returns the
+    new run; its ``convert.json`` holds the energy kept per layer and the Dice of the source,
+    the converted and the fine-tuned model. ``options``: lr, bn_images, data, device, full_res.
+
+    >>> new = lkmseg.convert("runs/5x5_128x128", "1xK", fine_tune="60s")
+    >>> new.summary["convert"]["dice"]
+    """
+    from lkmseg.train.convert import ConvertOptions, convert_run
+
+    valid = {f.name for f in fields(ConvertOptions)} - {"block", "where", "rank",
+                                                         "fine_tune_s", "out"}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise UserError(f"unknown convert option {unknown[0]!r}: choose from "
+                        f"{', '.join(sorted(valid))}")
+    if options.get("data") is not None:
+        options["data"] = Path(options["data"])
+    o = ConvertOptions(block=block, where=where, rank=rank,
+                       fine_tune_s=_budget(fine_tune, "fine_tune"),
+                       out=Path(out) if out is not None else None, **options)
+    if console is None and verbose:
+        from rich.console import Console
+
+        console = Console(soft_wrap=True)
+    run_dir, _ = convert_run(Path(os.fspath(run)), o, console)
+    return Run.open(run_dir)

@@ -170,10 +170,12 @@ def compare(blocks: str | Sequence[str] = ("3x3", "5x5", "1x5"),
             depth: int = 6, device: str = "auto", engines: str | Sequence[str] = ENGINES,
             batch_sizes: str | Sequence[int] = (1, 8), seed: int = 0, bench_reps: int = 30,
             limit: int = 32, out: str | os.PathLike = "runs/compare",
-            console: Any = None):  # noqa: ANN201 — CompareResult, imported lazily
+            console: Any = None, arch: str = "unet",
+            where: str = "all"):  # noqa: ANN201 — CompareResult, imported lazily
     """The seed study end to end: train every block for the same wall-clock ``budget``,
     export, bench, and write one report; returns a ``CompareResult`` (report path, bench rows,
-    context, run folders). Re-running resumes or reuses the runs.
+    context, run folders). Re-running resumes or reuses the runs. ``arch``/``where``: ask it of
+    an smp model (``"smp:Unet:resnet18"``) and the part of it the blocks replace.
 
     >>> res = lkmseg.compare("3x3,1x5", budget="2m", size=128)
     >>> res.report, [r["dice"] for r in res.rows]
@@ -181,9 +183,10 @@ def compare(blocks: str | Sequence[str] = ("3x3", "5x5", "1x5"),
     from lkmseg.api.run import _budget
     from lkmseg.bench.compare import CompareOptions, run_compare
     from lkmseg.engines.factory import canonical_name
-    from lkmseg.models import parse_block
+    from lkmseg.models import ModelConfig
 
-    names = [parse_block(b).name for b in _names(blocks, "--blocks")]
+    names = [ModelConfig(block=b, arch=arch, where=where).block
+             for b in _names(blocks, "--blocks")]
     if len(set(names)) != len(names):
         raise UserError(f"--blocks {blocks!r}: a block is listed twice")
     engs = [canonical_name(e) for e in _names(engines, "--engines")]
@@ -192,7 +195,8 @@ def compare(blocks: str | Sequence[str] = ("3x3", "5x5", "1x5"),
     if data is not None and not Path(data).exists():
         raise UserError(f"{data}: data folder not found; check --data")
     budget_s = float(_budget(budget, "--budget") or 0)
-    o = CompareOptions(blocks=names, data=Path(data) if data is not None else None,
+    o = CompareOptions(blocks=names, arch=arch, where=where,
+                       data=Path(data) if data is not None else None,
                        size=_size(size) or (128, 128), budget_s=budget_s,
                        out=Path(out), device=device, batch_size=batch_size, lr=lr,
                        width=width, depth=depth, seed=seed, engines=engs,

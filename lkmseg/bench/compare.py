@@ -19,6 +19,8 @@ from lkmseg.plots import curves_figure
 @dataclass
 class CompareOptions:
     blocks: list[str] = field(default_factory=lambda: ["3x3", "5x5", "1x5"])
+    arch: str = "unet"
+    where: str = "all"
     data: Path | None = None
     size: tuple[int, int] = (128, 128)
     budget_s: float = 600.0
@@ -37,7 +39,8 @@ class CompareOptions:
 
 
 def _run_config(o: CompareOptions, block: str) -> RunConfig:
-    return RunConfig(model=ModelConfig(block=block, width=o.width, depth=o.depth), size=o.size,
+    model = ModelConfig(block=block, width=o.width, depth=o.depth, arch=o.arch, where=o.where)
+    return RunConfig(model=model, size=o.size,
                      train=TrainConfig(batch_size=o.batch_size, lr=o.lr,
                                        time_budget_s=o.budget_s, seed=o.seed))
 
@@ -48,7 +51,9 @@ def _mismatches(o: CompareOptions, cfg: RunConfig, want: RunConfig) -> list[str]
     want_data = str(Path(o.data).resolve()) if o.data is not None else None
     if have_data is not None:
         have_data = str(Path(have_data).resolve())
-    pairs = [("--size", list(cfg.size), list(want.size)),
+    pairs = [("--arch", cfg.model.arch, want.model.arch), ("--where", cfg.model.where,
+                                                            want.model.where),
+             ("--size", list(cfg.size), list(want.size)),
              ("--width", cfg.model.width, want.model.width),
              ("--depth", cfg.model.depth, want.model.depth),
              ("--budget", cfg.train.time_budget_s, want.train.time_budget_s),

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from lkmseg import hw
 from lkmseg.bench.throughput import Throughput, Variant, measure_training
-from lkmseg.models import ModelConfig, parse_block
+from lkmseg.models import ModelConfig
+from lkmseg.models.surgery import parse_form
 from lkmseg.train.runtime import resolve_device
 
 AMP_OF = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}  # precision -> --amp
@@ -46,8 +47,8 @@ def best_per_precision(res: dict[str, Throughput]) -> dict[str, dict[str, Throug
 def pair_ratios(ips: dict[str, float], blocks: dict[str, str]) -> dict[str, float]:
     """'1x5/5x5' -> images/s ratio, for every separable or GCN model and the square model of
     the same K (3x3 for K = 3). ``blocks``: model name -> block name."""
-    specs = {m: parse_block(b) for m, b in blocks.items() if m in ips}
-    square = {s.kernel: m for m, s in specs.items() if s.family in ("square", "double3")}
+    specs = {m: parse_form(b) for m, b in blocks.items() if m in ips}  # KxK: kernel None
+    square = {s.kernel: m for m, s in specs.items() if s.family == "square" and s.kernel}
     return {f"{m}/{square[s.kernel]}": ips[m] / ips[square[s.kernel]]
             for m, s in specs.items()
             if s.family in ("separable", "gcn") and s.kernel in square}

@@ -42,9 +42,9 @@ def _fmt(key: str, v) -> str:
 
 def ratios(rows: list[dict]) -> list[dict]:
     """Separable (1xK) and GCN (gcnK) vs the square block of the same K (3x3 for K=3)."""
-    from lkmseg.models import parse_block
+    from lkmseg.models.surgery import parse_form  # also names blocks of other archs (KxK)
 
-    ok = [{**r, "family": parse_block(r["block"]).family} for r in rows if r["status"] == "ok"]
+    ok = [{**r, "family": parse_form(r["block"]).family} for r in rows if r["status"] == "ok"]
     by_model: dict[str, dict] = {}
     for r in ok:
         by_model.setdefault(r["model"], r)

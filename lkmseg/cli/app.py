@@ -15,7 +15,8 @@ from typer.core import TyperGroup
 
 from lkmseg.errors import LkmsegError
 
-COMMANDS = ["train", "data", "export", "predict", "val", "info", "bench", "compare", "serve"]
+COMMANDS = ["train", "data", "export", "predict", "val", "info", "bench", "compare", "serve",
+            "convert"]
 
 
 class _Group(TyperGroup):

@@ -11,6 +11,11 @@ import typer
 def compare_cmd(
     blocks: Annotated[str, typer.Option(help="Comma list, e.g. 3x3,5x5,1x5,7x7,1x7,gcn15.")] =
         "3x3,5x5,1x5",
+    arch: Annotated[str, typer.Option(
+        help="unet or smp:<Arch>:<encoder> (then KxK in --blocks is the model as built).")] =
+        "unet",
+    where: Annotated[str, typer.Option(
+        help="Square convs each block replaces: all, encoder, decoder or a regex.")] = "all",
     data: Annotated[Optional[Path], typer.Option(
         help="Dataset folder (default: the embedded synthetic set).")] = None,
     size: Annotated[str, typer.Option(help="Training size N or HxW.")] = "128",
@@ -37,7 +42,7 @@ def compare_cmd(
 
     console = Console(soft_wrap=True, width=None if Console().is_terminal else 200)
     res = compare(blocks, data, size, budget, batch_size, lr, width, depth, device, engines,
-                  batch_sizes, seed, bench_reps, limit, out, console)
+                  batch_sizes, seed, bench_reps, limit, out, console, arch=arch, where=where)
     console.print(f"report: {res.report}")
 
 

@@ -1,4 +1,4 @@
-"""`lkmseg train`: train one U-Net (or resume a run)."""
+"""`lkmseg train`: train one model (or resume a run)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,20 @@ from lkmseg.errors import LkmsegError
 
 
 def train_cmd(
-    block: Annotated[str, typer.Option(help="Block: 3x3, 5x5, 1x5, KxK, 1xK, gcnK.")] = "3x3",
+    block: Annotated[Optional[str], typer.Option(
+        help="Block: 3x3, 5x5, 1x5, KxK, 1xK, gcnK. Default: 3x3 for --arch unet; for other "
+             "archs what their square convs become (default KxK: as built).")] = None,
+    arch: Annotated[str, typer.Option(
+        help="unet (the seed's U-Net) or smp:<Arch>:<encoder>, e.g. smp:Unet:resnet34 "
+             "(needs the smp extra).")] = "unet",
+    where: Annotated[str, typer.Option(
+        help="Square convs --block replaces: all, encoder, decoder or a regular expression "
+             "on layer names (unet: the rest keeps a square kernel of the same size).")] = "all",
+    encoder_weights: Annotated[Optional[str], typer.Option(
+        help="smp: pretrained encoder weights to start from, e.g. imagenet.")] = None,
+    init: Annotated[Optional[Path], typer.Option(
+        help="Start from these weights: a run folder (its model.safetensors) or a "
+             ".safetensors file of the same model.")] = None,
     kernel: Annotated[Optional[int], typer.Option(help="Fill K in KxK/1xK/gcnK.")] = None,
     data: Annotated[Optional[Path], typer.Option(
         help="Dataset folder (Carvana train/+train_masks/, or images/+masks/). "
@@ -61,8 +74,9 @@ def train_cmd(
         help="Defaults for these options from a run's config.json or a TOML file; options "
              "given here override it.")] = None,
 ) -> None:
-    """Train a U-Net with the chosen block; writes a run folder (config.json, weights,
-    train/val logs, summary.json; see the README's "Run folder").
+    """Train a U-Net (the seed's, or an smp architecture with --arch) with the chosen block;
+    writes a run folder (config.json, weights, train/val logs, summary.json; see the README's
+    "Run folder").
 
     With --nproc N (or under torchrun) N processes train one model with
     DistributedDataParallel; --batch-size is per process.
@@ -89,7 +103,8 @@ def train_cmd(
             lr=lr, val_every=val_every, amp=amp, channels_last=channels_last, compile=compile,
             workers=workers, seed=seed, val_frac=val_frac, augment=augment,
             ckpt_every=ckpt_every, sync_bn=sync_bn, skip_bad=skip_bad,
-            group_pattern=group_pattern, tensorboard=tensorboard)
+            group_pattern=group_pattern, tensorboard=tensorboard, arch=arch, where=where,
+            encoder_weights=_none(encoder_weights), init=str(init) if init else None)
         if resume is not None and epochs:
             options["epochs"] = epochs
         run = train(block, data, size, budget, steps, out, name, device, resume=resume,
@@ -103,6 +118,10 @@ def train_cmd(
         _leave_process_group()
     if rank == 0:
         _report(console, run_dir, summary)
+
+
+def _none(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
 
 
 def _report(console, run_dir: Path, summary: dict) -> None:

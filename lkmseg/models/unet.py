@@ -8,35 +8,17 @@ encoder features concatenated into the decoder, parameter-free nearest upsamplin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lkmseg.models.blocks import BlockSpec, make_block, parse_block
-
-
-@dataclass
-class ModelConfig:
-    block: str = "3x3"
-    width: int = 8
-    depth: int = 6
-    in_channels: int = 3
-    center: int | None = None  # defaults to width * 2**depth (512 for the seed)
-
-    def __post_init__(self) -> None:
-        self.block = parse_block(self.block).name
-
-    @property
-    def spec(self) -> BlockSpec:
-        return parse_block(self.block)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from lkmseg.models.blocks import make_block
+from lkmseg.models.modelconfig import ModelConfig
 
 
 class UNet(nn.Module):
+    surgery_parts = {"encoder": ("down", "center"), "decoder": ("up",)}  # for `where`
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -72,15 +54,6 @@ class UNet(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")
             x = block(torch.cat([x, skip], dim=1))
         return self.head(x)[..., :h, :w]
-
-
-def build_model(cfg: ModelConfig | dict | str) -> UNet:
-    """Build a U-Net from a ModelConfig, its dict form (config.json), or a block name."""
-    if isinstance(cfg, str):
-        cfg = ModelConfig(block=cfg)
-    elif isinstance(cfg, dict):
-        cfg = ModelConfig(**cfg)
-    return UNet(cfg)
 
 
 def count_params(model: nn.Module) -> int:

@@ -38,6 +38,7 @@ from lkmseg.train.distributed import (
     decide_on_rank0,
     rank0_first,
 )
+from lkmseg.train.init_weights import init_from
 from lkmseg.train.logs import TRAIN_FIELDS, VAL_FIELDS, CsvLog
 from lkmseg.train.runtime import (
     Runtime,
@@ -214,7 +215,10 @@ class Trainer:
         self.cfg, self.run_dir, self.data, self.console = cfg, run_dir, data, console
         self.error: UserError | None = None  # a rank-0 write that failed (see _io)
         torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model)
+        fresh = not resume and not cfg.train.init  # pretrained encoder weights only then
+        model = build_model(cfg.model, pretrained=fresh)
+        if cfg.train.init and not resume:
+            init_from(model, cfg.train.init)
         self.rt = rt = _build_runtime(cfg, device, model,
                                       console.print if console is not None else None,
                                       _recorded_choice(run_dir) if resume else None)
