@@ -1,5 +1,6 @@
-"""Names of the files in a run folder and in its export folder (README, "Run folder"), and
-where the sample inputs shipped with the package live."""
+"""Names of the files lkmseg writes — a run folder, its export folder, the cache, bench's
+output — and where the sample inputs shipped with the package live. The one place they are
+spelled (tests/test_structure.py checks)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ CONFIG = "config.json"
 BEST, LAST, STATE = "model.safetensors", "last.safetensors", "state.pt"
 WEIGHT_FILES = (BEST, LAST)  # the torch engine's preference order
 SUMMARY, TRAIN_LOG, VAL_LOG = "summary.json", "train_log.csv", "val_log.csv"
+RESULTS_PNG = "results.png"  # loss and Dice curves (lkmseg.plots)
+
+# $LKMSEG_CACHE
+AUTOTUNE = "autotune.json"  # measured precision x layout choices (lkmseg.tune)
+
+# lkmseg bench --out
+BENCH_JSON, BENCH_CSV, BENCH_MD = "bench.json", "bench.csv", "bench.md"
 
 # RUN/export/
 EXPORT_DIR = "export"
