@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lkmseg import __version__
 from lkmseg.errors import UserError
+from lkmseg.files.layout import CONFIG
 from lkmseg.models.unet import ModelConfig
 
 # Preprocessing contract shared by every engine: RGB, resized to ``size`` (H, W) with
@@ -115,7 +116,7 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and check ``config.json`` (a run folder or the file itself); every problem is a
     UserError naming the file."""
     p = Path(path)
-    p = p / "config.json" if p.is_dir() else p
+    p = p / CONFIG if p.is_dir() else p
     if not p.is_file():
         raise UserError(f"{p}: no config.json here; pass a run folder made by `lkmseg train`")
     try:

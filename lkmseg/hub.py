@@ -18,10 +18,10 @@ from typing import Any
 
 from lkmseg.config import RunConfig
 from lkmseg.errors import UserError
-from lkmseg.files.layout import CONFIG, EXPORT_DIR, ONNX_FILES, REPORT, SUMMARY
+from lkmseg.files.layout import BEST, CONFIG, EXPORT_DIR, ONNX_FILES, REPORT, SUMMARY
 from lkmseg.fsutil import atomic_path, write_json, write_text
 
-WEIGHTS = "model.safetensors"
+WEIGHTS = BEST
 CARD = "README.md"
 REPO_ID = re.compile(r"^(?:hf://)?([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$")
 HUB_FILES = [CONFIG, WEIGHTS, SUMMARY, CARD, f"{EXPORT_DIR}/*"]

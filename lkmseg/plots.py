@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from lkmseg.files.layout import TRAIN_LOG, VAL_LOG
 from lkmseg.fsutil import atomic_path
 from lkmseg.train.logs import read_csv
 
@@ -46,7 +47,7 @@ def curves_figure(runs: list[Path], path: Path) -> Path:
     """The study's Fig. 2: validation Dice vs images seen and vs wall time, every block."""
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    logs = {r: _rows(r / "val_log.csv") for r in runs}
+    logs = {r: _rows(r / VAL_LOG) for r in runs}
     for r, rows in logs.items():
         if rows:
             plot_dice(a, b, rows, r.name)
@@ -74,7 +75,7 @@ def _ema(values: list[float], alpha: float = 0.1) -> list[float]:
 def results_figure(run: Path, path: Path) -> Path | None:
     """A run's results.png: training loss (raw and smoothed) and learning rate vs step,
     validation Dice vs step and vs wall time. None when the run has logged nothing yet."""
-    train, val = _rows(run / "train_log.csv"), _rows(run / "val_log.csv")
+    train, val = _rows(run / TRAIN_LOG), _rows(run / VAL_LOG)
     if not train and not val:
         return None
     plt = _pyplot()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lkmseg import timing
 from lkmseg.files.cache import cache_root, read_json, update_json
+from lkmseg.files.layout import AUTOTUNE
 from lkmseg.timing import Clock
 
 
@@ -38,7 +39,7 @@ def fastest(seconds: dict[str, float]) -> str:
 
 
 def cache_file() -> Path:
-    return cache_root() / "autotune.json"
+    return cache_root() / AUTOTUNE
 
 
 def key_text(key: dict) -> str:

@@ -27,10 +27,17 @@ def test_no_module_over_400_lines():
 
 
 def _imports(path: Path, name: str, known: set[str]) -> set[str]:
-    """lkmseg modules ``name`` imports (any place in the file, lazy ones too)."""
+    """lkmseg modules ``name`` imports (any place in the file, lazy ones too; not the ones
+    under ``if TYPE_CHECKING:``)."""
     out = set()
     pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                   for stmt in node.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:  # annotations only: never imported at run time
+            continue
         if isinstance(node, ast.Import):
             mods = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

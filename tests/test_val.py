@@ -12,10 +12,10 @@ from conftest import make_run, write_pairs
 from typer.testing import CliRunner
 
 import lkmseg
-from lkmseg.api.val import iou
 from lkmseg.cli.app import app
 from lkmseg.data.datasets import find_items
 from lkmseg.data.imageio import read_image, read_mask
+from lkmseg.metrics import iou
 
 runner = CliRunner()
 

@@ -187,3 +187,20 @@ def load(source: Any, engine: str = "auto", precision: str | None = None,
     name = Path(os.fspath(source)).name if not isinstance(source, str) else \
         source.rstrip("/").split("@")[0].split("/")[-1]
     return Model(eng, src, read_summary(src.run_dir), name=name)
+
+
+def val(model: Any, data: str | os.PathLike, engine: str = "auto", precision: str | None = None,
+        device: str = "auto", **options: Any) -> ValReport:
+    """Dice and IoU per image and overall of ``model`` (anything ``lkmseg.load`` takes, or a
+    loaded ``Model``) on the labelled folder ``data``.
+
+    Options: split ("all" or "val": the run's held-out groups), limit, batch_size,
+    threshold, out (a folder for val_<engine>_<precision>.csv/.json).
+
+    >>> rep = lkmseg.val("runs/1x5_128x128", "data/carvana", engine="onnxruntime")
+    >>> rep.dice, rep.iou, rep.rows[0]["dice"]
+    """
+    from lkmseg.api.val import evaluate_model
+
+    m = model if isinstance(model, Model) else load(model, engine, precision, device)
+    return evaluate_model(m, data, **options)

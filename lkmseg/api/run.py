@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lkmseg.api.parse import duration
+from lkmseg.api.parse import size as size_of
 from lkmseg.config import RunConfig, TrainConfig, load_config
 from lkmseg.errors import UserError
 from lkmseg.files.layout import SUMMARY
@@ -67,20 +69,6 @@ class Run:
         return str(self.path)
 
 
-def _size(size: int | str | tuple[int, int] | list[int]) -> tuple[int, int]:
-    from lkmseg.cli.options import parse_size
-
-    if isinstance(size, (tuple, list)):
-        size = "x".join(str(int(s)) for s in size)
-    return parse_size(str(size))
-
-
-def _budget(time_budget: float | str | None, option: str = "time_budget") -> float | None:
-    from lkmseg.cli.options import parse_duration
-
-    if time_budget is None:
-        return None
-    return parse_duration(str(time_budget), option)
 
 
 def build_config(block: str | None = "1x5", size: Any = 128, steps: int | None = None,
@@ -101,8 +89,8 @@ def build_config(block: str | None = "1x5", size: Any = 128, steps: int | None =
         block = parse_block(block, kernel).name
     model = ModelConfig(block=block, **{k: options.pop(k) for k in MODEL_OPTIONS[1:]
                                         if k in options})
-    train = TrainConfig(steps=steps, time_budget_s=_budget(time_budget), **options)
-    return RunConfig(model=model, size=_size(size), train=train)
+    train = TrainConfig(steps=steps, time_budget_s=duration(time_budget), **options)
+    return RunConfig(model=model, size=size_of(size), train=train)
 
 
 def train(block: str = "1x5", data: str | os.PathLike | None = None,
@@ -133,7 +121,7 @@ def train(block: str = "1x5", data: str | os.PathLike | None = None,
                             "only steps, time_budget and epochs can")
         if steps or epochs or time_budget:  # extend or change the stopping rule
             cfg.train.steps, cfg.train.epochs = steps, epochs
-            cfg.train.time_budget_s = _budget(time_budget)
+            cfg.train.time_budget_s = duration(time_budget)
     else:
         cfg = build_config(block, size, steps, time_budget, **options)
     if console is None and verbose:
@@ -167,7 +155,7 @@ def convert(run: str | os.PathLike, block: str = "1xK", *, rank: int | float | N
     if options.get("data") is not None:
         options["data"] = Path(options["data"])
     o = ConvertOptions(block=block, where=where, rank=rank,
-                       fine_tune_s=_budget(fine_tune, "fine_tune"),
+                       fine_tune_s=duration(fine_tune, "fine_tune"),
                        out=Path(out) if out is not None else None, **options)
     if console is None and verbose:
         from rich.console import Console

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lkmseg.api.parse import duration
+from lkmseg.api.parse import size as size_of
 from lkmseg.errors import UserError
+from lkmseg.files.layout import BEST, CONFIG, LAST
 
 if TYPE_CHECKING:
     from lkmseg.export import ExportResult
@@ -38,11 +41,6 @@ def _ints(value: str | Sequence[int], what: str) -> list[int]:
     return out
 
 
-def _size(size: Any) -> tuple[int, int] | None:
-    from lkmseg.api.run import _size as parse
-
-    return None if size is None else parse(size)
-
 
 def export_options(**kw: Any):  # noqa: ANN201 — ExportOptions, imported lazily
     """ExportOptions from ``export``'s keywords (unknown ones: a UserError listing all)."""
@@ -63,7 +61,7 @@ def export_options(**kw: Any):  # noqa: ANN201 — ExportOptions, imported lazil
     if "workspace" in kw:
         kw["workspace_gib"] = kw.pop("workspace")
     if isinstance(kw.get("size"), (str, int)):
-        kw["size"] = _size(kw["size"])
+        kw["size"] = size_of(kw["size"])
     elif kw.get("size") is not None:
         kw["size"] = tuple(int(v) for v in kw["size"])
     if "trt_precision" in kw:
@@ -111,10 +109,10 @@ def find_runs(root: Path) -> list[Path]:
     """Run folders (config.json + weights) directly under ``root`` or one level deeper."""
     if not root.is_dir():
         return []
-    cands = sorted({p.parent for pat in ("*/config.json", "*/*/config.json")
+    cands = sorted({p.parent for pat in (f"*/{CONFIG}", f"*/*/{CONFIG}")
                     for p in root.glob(pat)})
-    return [c for c in cands if (c / "model.safetensors").is_file()
-            or (c / "last.safetensors").is_file()]
+    return [c for c in cands if (c / BEST).is_file()
+            or (c / LAST).is_file()]
 
 
 def _bench_runs(runs: Any) -> list[Path]:
@@ -127,7 +125,7 @@ def _bench_runs(runs: Any) -> list[Path]:
     paths = [Path(os.fspath(r)) for r in ([runs] if isinstance(runs, (str, os.PathLike))
                                           else runs)]
     for r in paths:
-        if not (r / "config.json").is_file():
+        if not (r / CONFIG).is_file():
             raise UserError(f"{r}: not a run folder (no config.json); pass folders made by "
                             "`lkmseg train`")
     return paths
@@ -157,7 +155,7 @@ def bench(runs: Any = None, source: str | os.PathLike | None = None,
         raise UserError("--engines: name them (torch,onnxruntime,openvino,tensorrt); bench "
                         "measures each, so 'auto' means nothing here")
     opts = BenchOptions(engines=names, batch_sizes=_ints(batch_sizes, "--batch-sizes"),
-                        size=_size(size), device=device, train=train, reps=reps,
+                        size=size_of(size), device=device, train=train, reps=reps,
                         rounds=rounds, limit=limit, dice_tolerance=dice_tolerance, tf32=tf32)
     rows, ctx = run_bench(_bench_runs(runs), Path(source) if source else None, opts, console)
     files = save(rows, ctx, Path(out)) if out is not None else []
@@ -180,7 +178,6 @@ def compare(blocks: str | Sequence[str] = ("3x3", "5x5", "1x5"),
     >>> res = lkmseg.compare("3x3,1x5", budget="2m", size=128)
     >>> res.report, [r["dice"] for r in res.rows]
     """
-    from lkmseg.api.run import _budget
     from lkmseg.bench.compare import CompareOptions, run_compare
     from lkmseg.engines.factory import canonical_name
     from lkmseg.models import ModelConfig
@@ -194,10 +191,10 @@ def compare(blocks: str | Sequence[str] = ("3x3", "5x5", "1x5"),
         raise UserError("--engines: name them (torch,onnxruntime,openvino,tensorrt)")
     if data is not None and not Path(data).exists():
         raise UserError(f"{data}: data folder not found; check --data")
-    budget_s = float(_budget(budget, "--budget") or 0)
+    budget_s = float(duration(budget, "--budget") or 0)
     o = CompareOptions(blocks=names, arch=arch, where=where,
                        data=Path(data) if data is not None else None,
-                       size=_size(size) or (128, 128), budget_s=budget_s,
+                       size=size_of(size) or (128, 128), budget_s=budget_s,
                        out=Path(out), device=device, batch_size=batch_size, lr=lr,
                        width=width, depth=depth, seed=seed, engines=engs,
                        batch_sizes=_ints(batch_sizes, "--batch-sizes"), bench_reps=bench_reps,

@@ -132,19 +132,3 @@ def save(rep: ValReport, out: Path, stem: str) -> list[Path]:
     write_json(out / f"{stem}.json", rep.to_dict())
     return [out / f"{stem}.csv", out / f"{stem}.json"]
 
-
-def val(model: Any, data: str | os.PathLike, engine: str = "auto", precision: str | None = None,
-        device: str = "auto", **options: Any) -> ValReport:
-    """Dice and IoU per image and overall of ``model`` (anything ``lkmseg.load`` takes, or a
-    loaded ``Model``) on the labelled folder ``data``.
-
-    Options: split ("all" or "val": the run's held-out groups), limit, batch_size,
-    threshold, out (a folder for val_<engine>_<precision>.csv/.json).
-
-    >>> rep = lkmseg.val("runs/1x5_128x128", "data/carvana", engine="onnxruntime")
-    >>> rep.dice, rep.iou, rep.rows[0]["dice"]
-    """
-    from lkmseg.api.model import Model, load
-
-    m = model if isinstance(model, Model) else load(model, engine, precision, device)
-    return evaluate_model(m, data, **options)

@@ -10,6 +10,7 @@ from pathlib import Path
 from lkmseg.bench.report import markdown, ratio_lines, ratios, save
 from lkmseg.bench.runner import BenchOptions, bench
 from lkmseg.config import RunConfig, TrainConfig
+from lkmseg.files.layout import CONFIG, STATE, SUMMARY
 from lkmseg.files.run_folder import read_summary
 from lkmseg.fsutil import atomic_path, write_text
 from lkmseg.models import ModelConfig
@@ -69,7 +70,7 @@ def _reusable(o: CompareOptions, run: Path, want: RunConfig) -> RunConfig | None
     from lkmseg.config import load_config
     from lkmseg.errors import UserError
 
-    if not (run / "config.json").is_file():
+    if not (run / CONFIG).is_file():
         return None
     cfg = load_config(run)
     diff = _mismatches(o, cfg, want)
@@ -89,14 +90,14 @@ def _train_all(o: CompareOptions, console) -> list[Path]:
         cfg = _run_config(o, b)
         run = o.out / "runs" / cfg.model.block
         have = _reusable(o, run, cfg)
-        summary = run / "summary.json"
+        summary = run / SUMMARY
         if have is not None and summary.is_file() and \
                 read_summary(run).get("status") == "complete":
             if console:
                 console.print(f"[green]{run}: already trained with these options, reused[/]")
             runs.append(run)
             continue
-        resume = run if have is not None and (run / "state.pt").is_file() else None
+        resume = run if have is not None and (run / STATE).is_file() else None
         if resume is not None:
             cfg = have
         if console:
@@ -180,7 +181,7 @@ def _training_table(runs: list[Path]) -> list[str]:
              "|" + "---|" * 14]
     for r in runs:
         s = read_summary(r)
-        c = json.loads((r / "config.json").read_text())
+        c = json.loads((r / CONFIG).read_text())
         full = s.get("val_dice_full_res")
         budget = c["train"].get("time_budget_s")
         lines.append(f"| {s['block']} | {c['size'][0]}x{c['size'][1]} | "
@@ -248,7 +249,7 @@ def train_speed_per_precision(o: CompareOptions, runs: list[Path], console) -> d
 
 def write_report(o: CompareOptions, runs: list[Path], rows: list[dict], ctx: dict,
                  exports: dict, figures: list[Path], speeds: dict | None = None) -> Path:
-    first = json.loads((runs[0] / "config.json").read_text())
+    first = json.loads((runs[0] / CONFIG).read_text())
     data = first["data"]
     rs = ratios(rows)
     lines = ["# lkmseg compare: square vs separable kernels", "",

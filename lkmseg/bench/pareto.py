@@ -82,6 +82,6 @@ def pareto_figure(rows: list[dict], path: Path) -> Path | None:
     fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False,
                ncol=len(handles) if len(blocks) > 1 else 4)
     fig.suptitle("Dice vs latency per block (up and left is better)")
-    from lkmseg.bench.report import _savefig
+    from lkmseg.plots import savefig
 
-    return _savefig(fig, path)
+    return savefig(fig, path)

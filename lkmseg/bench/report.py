@@ -9,7 +9,9 @@ from pathlib import Path
 
 from lkmseg.bench.fastest import fastest_gated
 from lkmseg.bench.pareto import pareto_figure
-from lkmseg.fsutil import atomic_path, write_json, write_text
+from lkmseg.files.layout import BENCH_CSV, BENCH_JSON, BENCH_MD
+from lkmseg.fsutil import write_json, write_text
+from lkmseg.plots import savefig
 
 COLUMNS = ["model", "block", "kernel", "engine", "status", "params", "gflops", "file_mb",
            "dice", "latency_ms_p50", "latency_ms_p99", "fps", "train_images_per_s",
@@ -129,15 +131,15 @@ def _peaks(ctx: dict) -> str:
 
 def save(rows: list[dict], ctx: dict, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "bench.json", [{k: r.get(k) for k in COLUMNS} for r in rows])
+    write_json(out / BENCH_JSON, [{k: r.get(k) for k in COLUMNS} for r in rows])
     write_json(out / "bench_context.json", {**ctx, "ratios": ratios(rows)})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
-    write_text(out / "bench.csv", buf.getvalue())
-    write_text(out / "bench.md", markdown(rows, ctx))
-    return [out / "bench.json", out / "bench.csv", out / "bench.md", *plots(rows, out)]
+    write_text(out / BENCH_CSV, buf.getvalue())
+    write_text(out / BENCH_MD, markdown(rows, ctx))
+    return [out / BENCH_JSON, out / BENCH_CSV, out / BENCH_MD, *plots(rows, out)]
 
 
 def plots(rows: list[dict], out: Path) -> list[Path]:
@@ -161,7 +163,7 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
         for i, n in enumerate(names):
             ax.text(i, models[n]["train_images_per_s"], f"{models[n]['train_images_per_s']:.1f}",
                     ha="center", va="bottom", fontsize=8)
-        made.append(_savefig(fig, out / "train_throughput.png"))
+        made.append(savefig(fig, out / "train_throughput.png"))
     # 3. latency per engine, grouped by model
     combos = sorted({(r["engine"], r["precision"], r["batch"]) for r in ok})
     if combos:
@@ -176,19 +178,9 @@ def plots(rows: list[dict], out: Path) -> list[Path]:
         ax.set_xticks([i + 0.4 - wdt / 2 for i in range(len(names))], names)
         ax.set(ylabel="latency p50 (ms, log)", yscale="log", title="Latency per engine")
         ax.legend(fontsize=7)
-        made.append(_savefig(fig, out / "latency_per_engine.png"))
+        made.append(savefig(fig, out / "latency_per_engine.png"))
     return made
 
-
-def _savefig(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    if fig.get_layout_engine() is None:  # a constrained-layout figure lays itself out
-        fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
 
 
 def load_rows(path: Path) -> list[dict]:

@@ -27,6 +27,7 @@ from lkmseg.bench.peaks import measure_peaks, peak_for
 from lkmseg.config import RunConfig
 from lkmseg.data.transforms import postprocess, preprocess
 from lkmseg.errors import UserError
+from lkmseg.files.layout import BEST, ENGINE_FILE, ONNX_FILES
 from lkmseg.metrics import mean_dice
 from lkmseg.models import build_model, count_params
 
@@ -71,11 +72,11 @@ def _file_mb(p: Path | None) -> float | None:
 
 def _files(run: Path) -> dict[str, float | None]:
     ex = run / "export"
-    return {"safetensors_mb": _file_mb(run / "model.safetensors"),
-            "onnx_mb": _file_mb(ex / "model.onnx"),
-            "onnx_fp16_mb": _file_mb(ex / "model.fp16.onnx"),
-            "onnx_int8_mb": _file_mb(ex / "model.int8.onnx"),
-            "engine_mb": _file_mb(ex / "model.engine")}
+    return {"safetensors_mb": _file_mb(run / BEST),
+            "onnx_mb": _file_mb(ex / ONNX_FILES["fp32"]),
+            "onnx_fp16_mb": _file_mb(ex / ONNX_FILES["fp16"]),
+            "onnx_int8_mb": _file_mb(ex / ONNX_FILES["int8"]),
+            "engine_mb": _file_mb(ex / ENGINE_FILE)}
 
 
 def _engine_file_mb(run: Path, eng: str, prec: str) -> float | None:
@@ -87,7 +88,7 @@ def _ensure_export(run: Path, opts: BenchOptions, console) -> None:
     ex = run / "export"
     if not opts.export_missing or not {"onnxruntime", "openvino"} & set(opts.engines):
         return
-    if (ex / "model.onnx").is_file():
+    if (ex / ONNX_FILES["fp32"]).is_file():
         return
     from lkmseg.export.pipeline import ExportOptions, export_run
 

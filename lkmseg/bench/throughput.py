@@ -10,6 +10,7 @@ import torch
 from lkmseg import timing
 from lkmseg.config import TrainConfig
 from lkmseg.files.cache import cache_root
+from lkmseg.files.layout import AUTOTUNE
 from lkmseg.models import ModelConfig, build_model
 from lkmseg.train.runtime import Choice, choose_precision_layout, random_batch, resolve_device
 from lkmseg.train.step import timed_step
@@ -42,7 +43,7 @@ def _make_step(v: Variant, size: tuple[int, int], batch: int, device: torch.devi
     model = build_model(v.model)
     choice: Choice = choose_precision_layout(v.amp, v.channels_last, model, device,
                                              (batch, *size),
-                                             cache_file=cache_root() / "autotune.json")
+                                             cache_file=cache_root() / AUTOTUNE)
     x, y = random_batch(batch, *size, device)
     return timed_step(model, x, y, choice.precision, choice.channels_last, compile_), choice
 

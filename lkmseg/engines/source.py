@@ -11,7 +11,14 @@ from pathlib import Path
 
 from lkmseg.config import RunConfig, load_config
 from lkmseg.errors import UserError
-from lkmseg.files.layout import ENGINE_EXTS, ENGINE_FILE, EXPORT_DIR, ONNX_FILES, WEIGHT_FILES
+from lkmseg.files.layout import (
+    CONFIG,
+    ENGINE_EXTS,
+    ENGINE_FILE,
+    EXPORT_DIR,
+    ONNX_FILES,
+    WEIGHT_FILES,
+)
 from lkmseg.files.onnx_meta import config_from_metadata, read_metadata
 from lkmseg.files.sidecar import config_from_sidecar
 
@@ -51,9 +58,9 @@ def resolve_model(path: str | Path) -> ModelSource:
     """Resolve a run folder, an export folder, an .onnx, a TensorRT engine or .safetensors."""
     p = Path(path)
     if p.is_dir():
-        if (p / "config.json").is_file():
+        if (p / CONFIG).is_file():
             return _from_run(p, p)
-        if (p.parent / "config.json").is_file() and p.name == EXPORT_DIR:
+        if (p.parent / CONFIG).is_file() and p.name == EXPORT_DIR:
             return _from_run(p.parent, p)
         if (p / ONNX_FILES["fp32"]).is_file() or (p / ONNX_FILES["fp16"]).is_file():
             src = ModelSource(path=p, kind="export", config=RunConfig())

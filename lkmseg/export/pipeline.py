@@ -32,13 +32,11 @@ from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
 from lkmseg.export.outputs import ExportFolder
 from lkmseg.export.precision_gates import GateOptions, PrecisionGates
 from lkmseg.export.tensorrt_build import build_engine, profile_shapes
-from lkmseg.files.layout import EXPORT_DIR
+from lkmseg.files.layout import BEST, EXPORT_DIR, EXPORT_FILES, REPORT
 from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx
 from lkmseg.fsutil import write_json
 
-REPORT = "report.json"
-FILES = {"onnx_fp32": "model.onnx", "onnx_fp16": "model.fp16.onnx",
-         "onnx_int8": "model.int8.onnx", "tensorrt": "model.engine"}
+FILES = EXPORT_FILES
 
 
 @dataclass
@@ -201,7 +199,7 @@ class _Exporter:
                                  "names": pset.names, "model_size": list(self.size),
                                  "original_sizes": [list(s) for s in sizes],
                                  "odd_shape": list(ref.x_odd.shape), "notes": pset.notes}
-        self.report["formats"]["torch"] = {"file": "model.safetensors", "engine": "torch cpu fp32",
+        self.report["formats"]["torch"] = {"file": BEST, "engine": "torch cpu fp32",
                                            "dice_vs_gt": ref.dice_gt, "reference": True}
         return ref
 

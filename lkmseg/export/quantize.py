@@ -24,6 +24,7 @@ from lkmseg.config import RunConfig
 from lkmseg.data.imageio import list_images, read_image
 from lkmseg.data.transforms import preprocess
 from lkmseg.errors import UserError
+from lkmseg.files.layout import ONNX_FILES
 from lkmseg.files.onnx_meta import INPUT_NAME, load_onnx, read_metadata, save_onnx, set_metadata
 
 MAX_CALIB = 256  # never read more calibration images than this
@@ -159,7 +160,7 @@ def quantize(fp32: Path, out: Path, recipe: Recipe, paths: list[Path], size: tup
     exclude = end_convs(fp32) if recipe.float_ends else []
     extra = {"CalibPercentile": recipe.percentile} if recipe.percentile else {}
     with tempfile.TemporaryDirectory(prefix=".int8-", dir=out.parent) as tmp, _quiet():
-        raw = Path(tmp) / "model.int8.onnx"
+        raw = Path(tmp) / ONNX_FILES["int8"]
         quantize_static(str(fp32), str(raw), _Reader(paths, size, static_batch(fp32)),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         reduce_range=reduce_range, activation_type=QuantType.QUInt8,

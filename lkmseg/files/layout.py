@@ -25,6 +25,8 @@ ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.in
 ENGINE_FILE = "model.engine"
 ENGINE_EXTS = (".engine", ".plan", ".trt")
 REPORT = "report.json"
+EXPORT_FILES = {"onnx_fp32": ONNX_FILES["fp32"], "onnx_fp16": ONNX_FILES["fp16"],
+                "onnx_int8": ONNX_FILES["int8"], "tensorrt": ENGINE_FILE}  # report.json's keys
 ORT_TRT_CACHE = "ort_trt_cache"  # ONNX Runtime's TensorRT provider engine cache
 
 # small self-made images, masks and a video, shipped as package data (scripts/make_samples.py)
