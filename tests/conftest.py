@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from lkmseg.config import RunConfig, TrainConfig
-from lkmseg.files.layout import SAMPLES_DIR
+from lkmseg.files.layout import SAMPLES_DIR, TRAIN_LOG
 from lkmseg.files.run_folder import save_weights
 from lkmseg.fsutil import write_json
 from lkmseg.models import ModelConfig, build_model
@@ -116,3 +117,31 @@ def run(tmp_path_factory) -> Path:
     run, res = shared_export(tmp_path_factory)
     assert res.exit_code == 0, res.output
     return run
+
+
+def log_steps(path: Path) -> list[int]:
+    """Steps of a CSV log; fails on a malformed line (wrong cell count, partial line)."""
+    text = path.read_text()
+    assert text.endswith("\n"), f"{path}: partial last line"
+    lines = text.splitlines()
+    header = lines[0].split(",")
+    steps = []
+    for line in lines[1:]:
+        cells = line.split(",")
+        assert len(cells) == len(header), f"{path}: malformed row {line!r}"
+        steps.append(int(cells[0]))
+    return steps
+
+
+def wait_for_step(run: Path, step: int, p, timeout: float = 180) -> None:
+    """Until the run's train log reaches ``step`` while process ``p`` runs (else fail)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and p.poll() is None:
+        try:
+            rows = (run / TRAIN_LOG).read_text().splitlines()
+            if len(rows) > 1 and int(rows[-1].split(",")[0]) >= step:
+                return
+        except (OSError, ValueError, IndexError):
+            pass
+        time.sleep(0.01)
+    raise AssertionError(f"{run}: training never reached step {step} (exit {p.poll()})")

@@ -17,12 +17,11 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_pairs
+from conftest import log_steps, wait_for_step, write_pairs
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -48,19 +47,6 @@ def _cfg(steps: int, **kw) -> RunConfig:
                                        val_frac=0.34, **kw))
 
 
-def _log_steps(path: Path) -> list[int]:
-    """Steps of a CSV log; fails on a malformed line (wrong cell count, partial line)."""
-    text = path.read_text()
-    assert text.endswith("\n"), f"{path}: partial last line"
-    lines = text.splitlines()
-    header = lines[0].split(",")
-    steps = []
-    for line in lines[1:]:
-        cells = line.split(",")
-        assert len(cells) == len(header), f"{path}: malformed row {line!r}"
-        steps.append(int(cells[0]))
-    return steps
-
 
 def assert_run_folder_intact(run: Path) -> int:
     """Every file of the run parses; returns the checkpointed step."""
@@ -70,10 +56,10 @@ def assert_run_folder_intact(run: Path) -> int:
         load_file(p)
     state = torch.load(run / "state.pt", map_location="cpu", weights_only=True)
     step = int(state["progress"]["step"])
-    train = _log_steps(run / "train_log.csv")
+    train = log_steps(run / "train_log.csv")
     assert train == list(range(1, len(train) + 1)), train  # no gap, no repeat
     assert len(train) >= step  # the log reaches the checkpoint (rows after it are cut later)
-    val = _log_steps(run / "val_log.csv")
+    val = log_steps(run / "val_log.csv")
     assert val == sorted(set(val)), val
     assert int(_meta(run / "last.safetensors")["step"]) >= step  # written before state.pt
     return step
@@ -85,18 +71,6 @@ def _meta(path: Path) -> dict:
     with safe_open(str(path), "pt") as f:
         return f.metadata()
 
-
-def _wait_for_step(run: Path, step: int, p: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and p.poll() is None:
-        try:
-            rows = (run / "train_log.csv").read_text().splitlines()
-            if len(rows) > 1 and int(rows[-1].split(",")[0]) >= step:
-                return
-        except (OSError, ValueError, IndexError):
-            pass
-        time.sleep(0.01)
-    raise AssertionError(f"training never reached step {step} (exit {p.poll()})")
 
 
 def test_sigkill_at_random_steps_then_resume_matches_uninterrupted(data, tmp_path):
@@ -111,7 +85,7 @@ def test_sigkill_at_random_steps_then_resume_matches_uninterrupted(data, tmp_pat
     seen_steps = []
     for target in kills:
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _wait_for_step(run, target, p)
+        wait_for_step(run, target, p)
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=60)
         assert p.returncode == -signal.SIGKILL
@@ -127,7 +101,7 @@ def test_sigkill_at_random_steps_then_resume_matches_uninterrupted(data, tmp_pat
     assert not list(run.glob(".*.tmp"))
     s = json.loads((run / "summary.json").read_text())
     assert s["steps"] == steps and s["status"] == "complete"
-    assert _log_steps(run / "val_log.csv") == [5, 10, 15, 20, 25, 30]
+    assert log_steps(run / "val_log.csv") == [5, 10, 15, 20, 25, 30]
 
     ref, _ = train_run(_cfg(steps, val_every=5, ckpt_every=2), data, tmp_path / "runs",
                        name="reference")
@@ -151,7 +125,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(data, tmp_path, caps
 
     _, s = train_run(load_config(run), None, resume=run)
     assert s["steps"] == 3 and "no checkpoint yet" in capsys.readouterr().err
-    assert _log_steps(run / "train_log.csv") == [1, 2, 3]
+    assert log_steps(run / "train_log.csv") == [1, 2, 3]
 
 
 def test_resume_cuts_logs_back_to_the_checkpoint(data, tmp_path):
@@ -165,8 +139,8 @@ def test_resume_cuts_logs_back_to_the_checkpoint(data, tmp_path):
     cfg = load_config(run)
     cfg.train.steps = 6
     train_run(cfg, None, resume=run)
-    assert _log_steps(run / "train_log.csv") == [1, 2, 3, 4, 5, 6]
-    assert _log_steps(run / "val_log.csv") == [2, 4, 6]
+    assert log_steps(run / "train_log.csv") == [1, 2, 3, 4, 5, 6]
+    assert log_steps(run / "val_log.csv") == [2, 4, 6]
 
 
 # ------------------------------------------------------------------- disk full / read-only
@@ -220,7 +194,7 @@ def test_failed_write_keeps_the_previous_checkpoint(data, tmp_path, monkeypatch,
     monkeypatch.setattr(os, "replace", real)  # space freed: the same command now works
     r = _resume_cli(run)
     assert r.exit_code == 0, r.output
-    assert _log_steps(run / "train_log.csv") == list(range(1, 9))
+    assert log_steps(run / "train_log.csv") == list(range(1, 9))
 
 
 def test_full_disk_while_appending_to_the_log(data, tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_pairs
+from conftest import log_steps, wait_for_step, write_pairs
 
 FOLDER_LOCK = ".lkmseg.lock"  # lkmseg.files.lock.FOLDER_LOCK
 
@@ -50,20 +50,6 @@ def _one_error_line(code: int, text: str) -> str:
     return errors[0]
 
 
-def _log_steps(path: Path) -> list[int]:
-    return [int(x.split(",")[0]) for x in path.read_text().splitlines()[1:]]
-
-
-def _wait_for_steps(run: Path, n: int, p: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and p.poll() is None:
-        try:
-            if len(_log_steps(run / "train_log.csv")) >= n:
-                return
-        except (OSError, ValueError, IndexError):
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{run}: no {n} training steps logged (exit {p.poll()})")
 
 
 # ------------------------------------------------------------------------ run folders
@@ -85,7 +71,7 @@ def test_two_trainings_with_one_name(data, tmp_path):
     assert "in use by PID" in line or "run folder exists" in line, line
     s = json.loads((run / "summary.json").read_text())
     assert s["status"] == "complete" and s["steps"] == 12
-    assert _log_steps(run / "train_log.csv") == list(range(1, 13))
+    assert log_steps(run / "train_log.csv") == list(range(1, 13))
     assert not (run / FOLDER_LOCK).exists()  # released at the end
 
 
@@ -99,7 +85,7 @@ def test_second_command_on_a_training_run_names_its_pid(data, tmp_path):
                                 str(runs), "--name", "r"), env=_env(),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for_steps(run, 2, a)
+        wait_for_step(run, 2, a, timeout=240)
         in_flight = run / ".state.pt.a1b2c3d4.tmp"  # as the training's atomic save makes
         in_flight.write_bytes(b"half a checkpoint")
         config = (run / "config.json").read_bytes()

@@ -57,16 +57,8 @@ class VideoReader:
         self.frame_count: int | None = n if n > 0 else None  # container estimate; may be off
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        while True:
-            if self._first is not None:
-                frame, self._first = self._first, None
-            else:
-                ok, frame = self._cap.read()
-                if not ok or frame is None:
-                    return
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-            yield np.ascontiguousarray(frame[..., 2::-1])  # BGR(A) -> RGB
+        first, self._first = self._first, None
+        yield from rgb_frames(self._cap, first)
 
     def close(self) -> None:
         self._cap.release()
@@ -145,3 +137,17 @@ class VideoWriter:
 
 class _Abort(Exception):
     """Raised into atomic_path to make it discard the temporary file."""
+
+
+def rgb_frames(cap: cv2.VideoCapture, first: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames of an opened capture, ``first`` (a frame already read) first."""
+    frame = first
+    while True:
+        if frame is None:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+        if frame.ndim == 2:
+            frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        yield np.ascontiguousarray(frame[..., 2::-1])  # BGR(A) -> RGB
+        frame = None

@@ -10,6 +10,7 @@ delivering frames or after ``max_frames``.
 from __future__ import annotations
 
 import glob as globlib
+import itertools
 import re
 import tempfile
 import urllib.error
@@ -138,20 +139,13 @@ class CaptureSource(Source):
             self.total = min(self.total, max_frames)
 
     def __iter__(self) -> Iterator[Item]:
-        i = 0
-        while self.max_frames is None or i < self.max_frames:
-            if self._first is not None:
-                frame, self._first = self._first, None
-            else:
-                ok, frame = self._cap.read()
-                if not ok or frame is None:
-                    return
-            if frame.ndim == 2:
-                frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+        from lkmseg.data.video import rgb_frames
+
+        first, self._first = self._first, None
+        frames = itertools.islice(rgb_frames(self._cap, first), self.max_frames)
+        for i, image in enumerate(frames):
             name = f"{self.stem}_{i:06d}"
-            yield Item(name=name, key=name, image=np.ascontiguousarray(frame[..., 2::-1]),
-                       index=i)
-            i += 1
+            yield Item(name=name, key=name, image=image, index=i)
 
     def close(self) -> None:
         self._cap.release()
