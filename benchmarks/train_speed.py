@@ -23,12 +23,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from lkmseg import hw
-from lkmseg.bench.precision import (
+from lkmseg.bench.throughput import loader_throughput
+from lkmseg.bench.train_speed import (
     best_per_precision,
     measure_per_precision,
     ratios_per_precision,
 )
-from lkmseg.bench.throughput import loader_throughput
 from lkmseg.models import ModelConfig, build_model, count_params
 from lkmseg.train.runtime import resolve_device
 

@@ -1,9 +1,10 @@
-"""Training curves from run folders' CSV logs: compare's Dice figure and each run's
-results.png. Figures are written atomically (matplotlib, Agg backend)."""
+"""Figures, written atomically (matplotlib, Agg backend): training curves from run folders' CSV
+logs (compare's Dice figure, each run's results.png) and the study's kernel-size sweep."""
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from lkmseg.files.layout import TRAIN_LOG, VAL_LOG
@@ -98,4 +99,32 @@ def results_figure(run: Path, path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     a.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{run.name}")
+    return savefig(fig, path)
+
+
+def kernel_sweep_figure(rs: list[dict], path: Path) -> Path | None:
+    """Separable/GCN speed-up over the square block of the same K, as K grows."""
+    plt = _pyplot()
+    pts: dict[str, list[tuple[int, float]]] = {}
+    for r in rs:
+        m = re.match(r"(1x|gcn)(\d+) vs", r["pair"])
+        if not m:
+            continue
+        k, fam = int(m.group(2)), "1xK" if m.group(1) == "1x" else "gcnK"
+        if "train_speedup" in r:
+            pts.setdefault(f"{fam} training", []).append((k, r["train_speedup"]))
+        for key, v in r.items():
+            if key.startswith("speedup ") and key.endswith("bs1"):
+                pts.setdefault(f"{fam} {key[8:]}", []).append((k, v))
+    if not any(len(v) > 1 for v in pts.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, v in sorted(pts.items()):
+        v.sort()
+        ax.plot([k for k, _ in v], [s for _, s in v], marker="o", label=name)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="kernel size K", ylabel="speed-up vs KxK (×)",
+           title="Separable kernels pay off more as K grows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return savefig(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from lkmseg.bench.compare import CompareOptions, _mismatches, _run_config
+from lkmseg.bench.study import CompareOptions, _mismatches, _run_config
 from lkmseg.cli.app import app
 from lkmseg.config import RunConfig
 from lkmseg.errors import UserError

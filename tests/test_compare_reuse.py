@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import make_run
 
-from lkmseg.bench.compare import CompareOptions, _reusable, _run_config
+from lkmseg.bench.study import CompareOptions, _reusable, _run_config
 from lkmseg.errors import UserError
 from lkmseg.fsutil import write_json
 

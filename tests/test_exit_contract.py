@@ -66,7 +66,7 @@ def test_sidecar_without_run_config_is_one_line(tmp_path, monkeypatch):
 
 
 def test_compare_names_a_corrupt_summary(tmp_path):
-    from lkmseg.bench.compare import CompareOptions, _run_config, _train_all
+    from lkmseg.bench.study import CompareOptions, _run_config, _train_all
 
     o = CompareOptions(blocks=["1x5"], out=tmp_path, width=2, depth=2, size=(32, 32),
                        budget_s=1.0)

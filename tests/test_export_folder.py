@@ -17,9 +17,9 @@ from lkmseg.cli.app import app
 from lkmseg.engines import load_engine
 from lkmseg.engines.onnxruntime_engine import OnnxRuntimeEngine, ort_trt_cache_dir
 from lkmseg.export import ExportOptions, export_run, parity
-from lkmseg.export import precision_gates as pg
+from lkmseg.export import gated_formats as pg
 from lkmseg.export import quantize as q
-from lkmseg.export.precision_gates import GateOptions
+from lkmseg.export.gated_formats import GateOptions
 from lkmseg.files.manifest import EXPORT_MANIFEST, file_digest, read_manifest, write_manifest
 from lkmseg.files.onnx_meta import read_metadata
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from lkmseg import hw, tune
 from lkmseg.bench import rows as rowlib
-from lkmseg.bench.precision import pair_ratios, report_lines
 from lkmseg.bench.throughput import Throughput
+from lkmseg.bench.train_speed import pair_ratios, report_lines
 from lkmseg.cli.app import app
 from lkmseg.config import RunConfig
 from lkmseg.engines.torch_engine import TorchEngine

@@ -45,7 +45,7 @@ def _ints(value: str | Sequence[int], what: str) -> list[int]:
 def export_options(**kw: Any):  # noqa: ANN201 — ExportOptions, imported lazily
     """ExportOptions from ``export``'s keywords (unknown ones: a UserError listing all)."""
     from lkmseg.export import ExportOptions
-    from lkmseg.export.precision_gates import GateOptions
+    from lkmseg.export.gated_formats import GateOptions
 
     plain = {f.name for f in fields(ExportOptions)} - {"gates", "out_dir", "workspace_gib"}
     valid = sorted(plain | set(GATE_KEYS) | {"out", "workspace"})
@@ -178,7 +178,7 @@ def compare(blocks: str | Sequence[str] = ("3x3", "5x5", "1x5"),
     >>> res = lkmseg.compare("3x3,1x5", budget="2m", size=128)
     >>> res.report, [r["dice"] for r in res.rows]
     """
-    from lkmseg.bench.compare import CompareOptions, run_compare
+    from lkmseg.bench.study import CompareOptions, run_compare
     from lkmseg.engines.factory import canonical_name
     from lkmseg.models import ModelConfig
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lkmseg.errors import UserError
-from lkmseg.export.precision_gates import REJECTED
+from lkmseg.export.gated_formats import REJECTED
 from lkmseg.files.layout import ENGINE_FILE, ONNX_FILES, ORT_TRT_CACHE, REPORT, sidecar_path
 from lkmseg.files.manifest import (
     EXPORT_MANIFEST,

@@ -6,7 +6,7 @@ see ``export.quantize``), model.engine + model.engine.json, report.json. Parity 
 is part of the export: a format that misses its bar is kept on disk (for inspection) but the
 export fails with GateFailed (exit 3) naming it; a format that cannot be made here (--trt
 without TensorRT or a GPU) is a UserError (exit 2). Reduced precisions (OpenVINO bf16, INT8 in
-ONNX Runtime and OpenVINO) are checked by the accuracy gate (``export.precision_gates``); an
+ONNX Runtime and OpenVINO) are checked by the accuracy gate (``export.gated_formats``); an
 INT8 model that misses it is kept as model.int8.rejected.onnx and the export exits 3 too.
 
 The folder is written as one transaction (``export.outputs``): files are made in a staging
@@ -28,9 +28,9 @@ from lkmseg import __version__
 from lkmseg.engines.tensorrt_runtime import ProfileShapes, current_gpu, tensorrt_status
 from lkmseg.errors import GateFailed, LkmsegError, UserError
 from lkmseg.export import accuracy_gate, parity
+from lkmseg.export.gated_formats import GateOptions, PrecisionGates
 from lkmseg.export.onnx_export import MIN_OPSET, convert_fp16, export_onnx
 from lkmseg.export.outputs import ExportFolder
-from lkmseg.export.precision_gates import GateOptions, PrecisionGates
 from lkmseg.export.tensorrt_build import build_engine, profile_shapes
 from lkmseg.files.layout import BEST, EXPORT_DIR, EXPORT_FILES, REPORT
 from lkmseg.files.onnx_meta import load_onnx, read_metadata, save_onnx

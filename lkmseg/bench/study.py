@@ -1,4 +1,4 @@
-"""`lkmseg compare`: the seed study end to end — train every block for the same wall-clock
+"""The seed study end to end (`lkmseg compare`) — train every block for the same wall-clock
 budget, export, bench, and write one report (report.md + plots)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from lkmseg.bench.runner import BenchOptions, bench
 from lkmseg.config import RunConfig, TrainConfig
 from lkmseg.files.layout import CONFIG, STATE, SUMMARY
 from lkmseg.files.run_folder import read_summary
-from lkmseg.fsutil import atomic_path, write_text
+from lkmseg.fsutil import write_text
 from lkmseg.models import ModelConfig
-from lkmseg.plots import curves_figure
+from lkmseg.plots import curves_figure, kernel_sweep_figure
 
 
 @dataclass
@@ -129,43 +129,6 @@ def _export_all(runs: list[Path], console) -> dict[str, dict]:
     return out
 
 
-def kernel_sweep_figure(rs: list[dict], path: Path) -> Path | None:
-    """Separable/GCN speed-up over the square block of the same K, as K grows."""
-    import re
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts: dict[str, list[tuple[int, float]]] = {}
-    for r in rs:
-        m = re.match(r"(1x|gcn)(\d+) vs", r["pair"])
-        if not m:
-            continue
-        k, fam = int(m.group(2)), "1xK" if m.group(1) == "1x" else "gcnK"
-        if "train_speedup" in r:
-            pts.setdefault(f"{fam} training", []).append((k, r["train_speedup"]))
-        for key, v in r.items():
-            if key.startswith("speedup ") and key.endswith("bs1"):
-                pts.setdefault(f"{fam} {key[8:]}", []).append((k, v))
-    if not any(len(v) > 1 for v in pts.values()):
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, v in sorted(pts.items()):
-        v.sort()
-        ax.plot([k for k, _ in v], [s for _, s in v], marker="o", label=name)
-    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="kernel size K", ylabel="speed-up vs KxK (×)",
-           title="Separable kernels pay off more as K grows")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
-
 
 def _precision_of(s: dict) -> str:
     """'bf16 channels_last' from a summary (older runs: parsed from its device line)."""
@@ -209,7 +172,7 @@ def _curves_precision(runs: list[Path]) -> str:
 def _speed_section(o: CompareOptions, runs: list[Path], speeds: dict | None) -> list[str]:
     if not speeds:
         return []
-    from lkmseg.bench.precision import report_lines
+    from lkmseg.bench.train_speed import report_lines
 
     blocks = {r.name: read_summary(r)["block"] for r in runs}
     machine = speeds.get("machine", {})
@@ -226,7 +189,7 @@ def train_speed_per_precision(o: CompareOptions, runs: list[Path], console) -> d
     """Each run's model in each native precision (best layout each), interleaved; saved as
     train_speed_per_precision.json beside the report."""
     from lkmseg import hw
-    from lkmseg.bench.precision import best_per_precision, measure_per_precision
+    from lkmseg.bench.train_speed import best_per_precision, measure_per_precision
     from lkmseg.config import load_config
     from lkmseg.fsutil import write_json
     from lkmseg.train.runtime import resolve_device
