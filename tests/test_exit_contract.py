@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from lkmseg.cli.app import app
 from lkmseg.errors import UserError
+from lkmseg.files.layout import SAMPLES_DIR
 from lkmseg.fsutil import atomic_path
 
 # ------------------------------------------------------------------------ atomic_path
@@ -137,7 +138,7 @@ def test_auto_with_a_read_only_cache_warns_once_and_runs(run, monkeypatch, tmp_p
     assert str(cache) in err
     assert list(cache.iterdir()) == []
 
-    img = Path(__file__).resolve().parents[1] / "samples" / "images"
+    img = SAMPLES_DIR / "images"
     image = next(p for p in sorted(img.iterdir()) if p.suffix in (".jpg", ".png"))
     res = CliRunner().invoke(app, ["predict", str(run), str(image), "--out",
                                    str(tmp_path / "pred"), "--engine", "auto",

@@ -38,7 +38,7 @@ def _build_wheel(tmp_path: Path) -> Path:
     return wheels[0]
 
 
-def test_wheel_ships_the_samples(tmp_path):
+def test_wheel_ships_the_samples_and_type_marker(tmp_path):
     expected = sorted(str(p.relative_to(SAMPLES_DIR.parent.parent)).replace(os.sep, "/")
                       for p in SAMPLES_DIR.rglob("*") if p.is_file())
     assert len([e for e in expected if e.endswith(".jpg")]) >= 4, expected
@@ -46,6 +46,7 @@ def test_wheel_ships_the_samples(tmp_path):
     wheel = _build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
+        assert "lkmseg/py.typed" in names  # PEP 561: type checkers read the annotations
         for name in expected:
             assert name in names, f"{name} missing from {wheel.name}"
             assert z.read(name) == (SAMPLES_DIR.parent.parent / name).read_bytes(), name

@@ -14,7 +14,7 @@ from lkmseg.files.layout import EXPORT_DIR
 from lkmseg.predict.results import Result, iter_results
 
 if TYPE_CHECKING:
-    from lkmseg.api.val import ValReport
+    from lkmseg.api.validate import ValReport
     from lkmseg.export import ExportResult
 
 PathLike = str | os.PathLike
@@ -119,7 +119,7 @@ class Model:
 
         >>> model.val("data/carvana").dice
         """
-        from lkmseg.api.val import evaluate_model
+        from lkmseg.api.validate import evaluate_model
 
         return evaluate_model(self, data, **options)
 
@@ -200,7 +200,7 @@ def val(model: Any, data: str | os.PathLike, engine: str = "auto", precision: st
     >>> rep = lkmseg.val("runs/1x5_128x128", "data/carvana", engine="onnxruntime")
     >>> rep.dice, rep.iou, rep.rows[0]["dice"]
     """
-    from lkmseg.api.val import evaluate_model
+    from lkmseg.api.validate import evaluate_model
 
     m = model if isinstance(model, Model) else load(model, engine, precision, device)
     return evaluate_model(m, data, **options)

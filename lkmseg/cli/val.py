@@ -37,7 +37,7 @@ def val_cmd(
     from rich.table import Table
 
     from lkmseg.api import load
-    from lkmseg.api.val import evaluate_model
+    from lkmseg.api.validate import evaluate_model
 
     console = Console(stderr=True)
     m = load(model, engine, precision, device)
