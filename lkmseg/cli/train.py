@@ -151,9 +151,15 @@ def _without_nproc(args: list[str]) -> list[str]:
 
 
 def _leave_process_group() -> None:
+    """Free the process group. Collect garbage first: a DDP model kept alive by a reference
+    cycle (e.g. TensorBoard's writer holding a trainer's method) holds the group, whose gloo
+    threads would then outlive destroy_process_group and can abort the process at exit."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
