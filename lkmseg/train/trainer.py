@@ -307,4 +307,7 @@ class Trainer:
                 log.close()
         if self.tb is not None:
             self.tb.close()
+            # it holds self.warn: that cycle would keep the Trainer, and with it DDP's process
+            # group and its gloo threads, alive past destroy_process_group until gc runs
+            self.tb = None
 
