@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 
 from lkmseg.config import RunConfig, TrainConfig
 from lkmseg.models import ModelConfig
-from lkmseg.train.loop import evaluate, train_run
+from lkmseg.train.evaluate import evaluate
+from lkmseg.train.loop import train_run
 from lkmseg.train.runtime import Runtime
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -306,7 +307,7 @@ def test_resume_with_another_process_count_keeps_the_global_batch(ddp_env, tmp_p
     from types import SimpleNamespace
 
     from lkmseg.errors import UserError
-    from lkmseg.train.loop import Trainer
+    from lkmseg.train.trainer import Trainer
 
     fake = SimpleNamespace(cfg=RunConfig(train=TrainConfig(batch_size=3)),
                            rt=SimpleNamespace(world=2), run_dir=run, warn=print)

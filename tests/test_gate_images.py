@@ -24,13 +24,13 @@ QUICK = ["--no-fp16", "--no-int8", "--parity-images", "2", "--gate-images", "4"]
 
 
 def test_training_records_absolute_validation_paths(tmp_path, monkeypatch):
-    from lkmseg.train.loop import _prepare_data
+    from lkmseg.data.prepare import prepare_run
 
     write_pairs(tmp_path / "data", groups=4, views=2)
     monkeypatch.setenv("LKMSEG_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     cfg = RunConfig(size=(32, 48))
-    _prepare_data(cfg, Path("data"), None, True)  # `lkmseg train --data data`
+    prepare_run(cfg, Path("data"))  # `lkmseg train --data data`
     monkeypatch.chdir(tmp_path / "cache")  # export starts elsewhere
     assert Path(cfg.data["source"]) == (tmp_path / "data").resolve()
     assert cfg.data["val_items"] and all(Path(p).is_absolute() and Path(p).is_file()

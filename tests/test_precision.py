@@ -187,7 +187,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
     from lkmseg.config import TrainConfig
-    from lkmseg.train.loop import _build_runtime
+    from lkmseg.train.runtime import build_runtime
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
@@ -200,7 +200,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         shape[0])
     cfg = RunConfig(model=ModelConfig(block="1x5", width=2, depth=2), size=(32, 32),
                     train=TrainConfig(batch_size=2))
-    rt = _build_runtime(cfg, "cpu", build_model(cfg.model))
+    rt = build_runtime(cfg, "cpu", build_model(cfg.model))
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"label": rt.choice.label, "cl": rt.channels_last,
                    "bf16": rt.amp_dtype is torch.bfloat16}, f)

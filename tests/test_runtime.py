@@ -221,7 +221,7 @@ def test_a_busy_machines_measurement_is_not_cached(model, cpu_flags, fake_measur
 
 def test_loader_thread_only_where_it_can_overlap(monkeypatch):
     """A background loader only where its work does not take the training threads' cores."""
-    from lkmseg.train.loop import prefetch_depth
+    from lkmseg.data.loader import prefetch_depth
 
     cpu = torch.device("cpu")
     monkeypatch.setattr("os.cpu_count", lambda: 2)

@@ -11,7 +11,7 @@ import pytest
 from conftest import write_pairs
 
 import lkmseg
-from lkmseg.train import loop
+from lkmseg.train import trainer
 
 pytest.importorskip("tensorboard", reason="the 'tensorboard' extra is not installed")
 from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
@@ -46,13 +46,13 @@ def _raw_loss_steps(run) -> list[int]:
 
 
 def test_events_written_and_resumed_without_duplicate_steps(data, tmp_path, monkeypatch):
-    real = loop.Trainer._write_checkpoint
+    real = trainer.Trainer._write_checkpoint
 
     def dies_after_step_8(self):  # as if killed after logging steps 9-12, before saving them
         if self.state.step <= 8:
             real(self)
 
-    monkeypatch.setattr(loop.Trainer, "_write_checkpoint", dies_after_step_8)
+    monkeypatch.setattr(trainer.Trainer, "_write_checkpoint", dies_after_step_8)
     run = lkmseg.train("1x5", data=data, steps=12, out=tmp_path / "runs", name="r", **TINY)
     ea = _events(run.path)
     assert [e.step for e in ea.Scalars("train/loss")] == list(range(1, 13))
@@ -61,7 +61,7 @@ def test_events_written_and_resumed_without_duplicate_steps(data, tmp_path, monk
     assert [e.step for e in ea.Scalars("val/dice")] == [4, 8, 12]
     (img,) = [i for i in ea.Images("val/predictions") if i.step == 4]
     assert (img.height, img.width) == (32, 4 * 96)  # 4 x (image | prediction overlay)
-    monkeypatch.setattr(loop.Trainer, "_write_checkpoint", real)
+    monkeypatch.setattr(trainer.Trainer, "_write_checkpoint", real)
     lkmseg.train(resume=run.path, steps=16, verbose=False)
     assert len(_raw_loss_steps(run.path)) == 12 + 8  # steps 9-12 are in the files twice...
     ea = _events(run.path)

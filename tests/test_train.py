@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from lkmseg.cli.app import app
 from lkmseg.config import RunConfig, TrainConfig, load_config
 from lkmseg.models import ModelConfig
-from lkmseg.train.loop import lr_at, train_run
+from lkmseg.train.loop import train_run
+from lkmseg.train.trainer import lr_at
 
 TINY = ["--width", "4", "--depth", "3", "--size", "32x48", "--batch-size", "4",
         "--channels-last", "off", "--amp", "off", "--val-frac", "0.34"]
@@ -71,9 +72,9 @@ def test_lr_schedule_warmup_and_decay():
 
 
 def test_nan_loss_is_skipped_then_stops(data, tmp_path, monkeypatch):
-    import lkmseg.train.loop as loop
+    from lkmseg.train import step
 
-    real = loop.bce_dice_loss
+    real = step.bce_dice_loss
     calls = {"n": 0}
 
     def flaky(logits, target):
@@ -81,10 +82,10 @@ def test_nan_loss_is_skipped_then_stops(data, tmp_path, monkeypatch):
         loss = real(logits, target)
         return loss * float("nan") if calls["n"] in (3, 4) else loss
 
-    monkeypatch.setattr(loop, "bce_dice_loss", flaky)
+    monkeypatch.setattr(step, "bce_dice_loss", flaky)
     _, s = train_run(_cfg(steps=8), data, tmp_path / "runs")
     assert s["skipped_steps"] == 2 and s["steps"] == 8
-    monkeypatch.setattr(loop, "bce_dice_loss", lambda lg, t: real(lg, t) * float("inf"))
+    monkeypatch.setattr(step, "bce_dice_loss", lambda lg, t: real(lg, t) * float("inf"))
     from lkmseg.errors import UserError
     with pytest.raises(UserError, match="NaN/inf for 20 steps"):
         train_run(_cfg(steps=30), data, tmp_path / "runs")

@@ -5,12 +5,13 @@ Batch ``step`` is a pure function of (seed, step): the epoch permutation is seed
 Resuming at step N therefore sees exactly the batches an uninterrupted run would, with no
 RNG state to save; and N processes with batch size b, each taking its shard of the global
 batch, see exactly what one process with batch size N*b sees (same images, same
-augmentation, same order). A background thread prepares the next batches while the model
-trains on the current one.
+augmentation, same order). A background thread (``Prefetcher``) prepares the next batches
+while the model trains on the current one, where that overlaps (``prefetch_depth``).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -86,7 +87,6 @@ class BatchSource:
         if self.device.type != "cuda":
             return map(fn, *its)
         if self._pool is None:
-            import os
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max(1, min(8, (os.cpu_count() or 2) - 1)),
@@ -141,3 +141,22 @@ class Prefetcher:
         torch code while the interpreter exits can abort the process."""
         self._stop.set()
         self._thread.join()
+
+
+def prefetch_depth(workers: int | None, device: torch.device) -> tuple[int, str]:
+    """(batches a background thread prepares ahead, why): ``--workers`` when given; else
+    ahead on a GPU (CPU work overlaps GPU work) or where torch leaves a CPU core spare, and in
+    the training thread when torch's threads use every core. The loader's tensor ops run in
+    an OpenMP team of their own, so a loader thread on busy cores preempts the training
+    threads, which wait for each other at every parallel region
+    (experiments/2026-11-26-loader-thread)."""
+    if workers is not None:
+        return workers, f"--workers {workers}"
+    if device.type == "cuda":
+        return 2, "auto: a loader thread prepares 2 batches ahead while the GPU trains"
+    cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+    if cores > threads:
+        return 2, (f"auto: a loader thread prepares 2 batches ahead on the {cores - threads} "
+                   f"core(s) torch's {threads} threads leave spare")
+    return 0, (f"auto: batches are made in the training thread (torch's {threads} threads use "
+               f"all {cores} cores; a loader thread would contend with them)")

@@ -1,4 +1,5 @@
-"""From a data folder (or the embedded default) to cached train/val arrays, split by car."""
+"""From a data folder (or the embedded default) to cached train/val arrays, split by car;
+``prepare_run`` does it for a training run and records the source and split in its config."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lkmseg.config import RunConfig
 from lkmseg.data.cache import build_cache
 from lkmseg.data.datasets import Item, find_items, split_by_group
 from lkmseg.errors import UserError
@@ -58,3 +60,24 @@ def prepare(data_dir: str | Path | None, size: tuple[int, int], val_frac: float 
     return Prepared(layout_hint or layout, Path(data_dir), cached.images[ti], cached.masks[ti],
                     cached.images[vi], cached.masks[vi], train, val, cached.skipped,
                     cached.reused)
+
+
+def prepare_run(cfg: RunConfig, data_dir: Path | None, console=None) -> Prepared:
+    """``prepare`` with the run's settings; records the data source and the split in
+    ``cfg.data``. ``console``: a rich Console for progress notes and warnings, or None."""
+    t = cfg.train
+    if console is not None:
+        console.print("preparing data (decoded once into the cache, then reused)…")
+    prep = prepare(data_dir, cfg.size, val_frac=t.val_frac, seed=t.seed,
+                   group_pattern=t.group_pattern, skip_bad=t.skip_bad)
+    for s in prep.skipped:
+        if console is not None:
+            console.print(f"[yellow]warning: skipped {s}[/]")
+    # absolute paths: export reads them from wherever it is started
+    cfg.data = {"source": str(prep.source.resolve()), "layout": prep.layout,
+                "train_groups": sorted({i.group for i in prep.train_items}),
+                "val_groups": sorted({i.group for i in prep.val_items}),
+                "val_items": [[str(i.image.resolve()), str(i.mask.resolve())]
+                              for i in prep.val_items],
+                "n_train": len(prep.train_items), "n_val": len(prep.val_items)}
+    return prep

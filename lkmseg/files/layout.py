@@ -12,6 +12,9 @@ BEST, LAST, STATE = "model.safetensors", "last.safetensors", "state.pt"
 WEIGHT_FILES = (BEST, LAST)  # the torch engine's preference order
 SUMMARY, TRAIN_LOG, VAL_LOG = "summary.json", "train_log.csv", "val_log.csv"
 RESULTS_PNG = "results.png"  # loss and Dice curves (lkmseg.plots)
+# a run folder made by lkmseg convert also holds
+CONVERT_REPORT = "convert.json"  # energy kept per layer, Dice before and after
+CONVERTED = "converted.safetensors"  # the converted weights, before fine-tuning
 
 # $LKMSEG_CACHE
 AUTOTUNE = "autotune.json"  # measured precision x layout choices (lkmseg.tune)

@@ -1,4 +1,5 @@
-"""Run folders: weights (safetensors), resumable training state, and rebuilding a model.
+"""Run folders: weights (safetensors), resumable training state (written, read and checked
+against the model and optimizer it resumes), and rebuilding a model.
 
 Layout of a run folder (README, "Run folder"; names in ``lkmseg.files.layout``):
   config.json          RunConfig: rebuilds the model and its preprocessing
@@ -24,13 +25,14 @@ from torch import nn
 
 from lkmseg.config import RunConfig, load_config
 from lkmseg.errors import UserError
-from lkmseg.files.layout import BEST, LAST, STATE, SUMMARY
+from lkmseg.files.layout import BEST, CONFIG, LAST, STATE, SUMMARY
 from lkmseg.fsutil import write_bytes
 from lkmseg.models import build_model
 
-__all__ = ["BEST", "LAST", "STATE", "check_state_dict", "load_run", "load_state",
-           "load_weights", "model_state", "read_summary", "read_weights", "save_state",
-           "save_weights"]
+__all__ = ["BEST", "LAST", "PROGRESS_KEYS", "STATE", "check_optimizer_state", "check_progress",
+           "check_state_dict", "has_checkpoint", "load_run", "load_state", "load_weights",
+           "model_state", "read_summary", "read_weights", "recorded_choice", "resume_state",
+           "save_state", "save_weights"]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -110,6 +112,56 @@ def load_state(run_dir: str | Path) -> dict:
         raise UserError(f"{p}: not an lkmseg training state (model/optimizer/progress "
                         "missing); start a new run or restore the file")
     return state
+
+
+PROGRESS_KEYS = ("step", "elapsed_s", "best_dice", "best_step", "last_dice")
+
+
+def check_optimizer_state(opt: torch.optim.Optimizer, sd: object, where: Path) -> None:
+    """UserError unless ``sd`` is an optimizer state for exactly these parameter groups."""
+    fix = "does not match config.json; start a new run or restore the file"
+    groups = sd.get("param_groups") if isinstance(sd, dict) else None
+    if not isinstance(groups, list) or not isinstance(sd.get("state"), dict):
+        raise UserError(f"{where}: optimizer state is malformed; {fix}")
+    want = [len(g["params"]) for g in opt.param_groups]
+    have = [len(g.get("params", ())) if isinstance(g, dict) else -1 for g in groups]
+    if want != have:
+        raise UserError(f"{where}: optimizer state has parameter groups {have}, this model "
+                        f"needs {want}; {fix}")
+
+
+def check_progress(p: object, where: Path) -> dict:
+    """The training progress of a state (step, elapsed_s, best and last Dice), numeric."""
+    if not isinstance(p, dict) or not all(isinstance(p.get(k), (int, float))
+                                          for k in PROGRESS_KEYS):
+        raise UserError(f"{where}: training progress ({', '.join(PROGRESS_KEYS)}) is missing or "
+                        "not numeric; start a new run or restore the file")
+    return p
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether the run wrote any checkpoint (one killed before its first has none)."""
+    return any((Path(run_dir) / f).is_file() for f in (STATE, LAST, BEST))
+
+
+def resume_state(run_dir: str | Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """``state.pt``, checked against the model and optimizer it resumes: UserError naming the
+    file unless its weights, optimizer state and progress fit them."""
+    st = load_state(run_dir)
+    where = Path(run_dir) / STATE
+    check_state_dict(model, st["model"], where)
+    check_optimizer_state(opt, st["optimizer"], where)
+    check_progress(st["progress"], where)
+    return st
+
+
+def recorded_choice(run_dir: str | Path) -> dict | None:
+    """The precision/layout a run recorded at its start (config.json "runtime"), if any."""
+    try:
+        rec = json.loads((Path(run_dir) / CONFIG).read_text()).get("runtime")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_config already vetted the file; no record only costs a measurement
+    return rec if isinstance(rec, dict) else None
 
 
 def load_run(run_dir: str | Path, which: str = "best",

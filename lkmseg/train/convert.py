@@ -22,16 +22,14 @@ from torch import nn
 from lkmseg.config import RunConfig
 from lkmseg.errors import UserError
 from lkmseg.files import run_folder as ckpt
-from lkmseg.files.layout import CONFIG, SUMMARY, TRAIN_LOG, VAL_LOG
+from lkmseg.files.layout import CONFIG, CONVERT_REPORT, CONVERTED, SUMMARY, TRAIN_LOG, VAL_LOG
 from lkmseg.fsutil import write_json
 from lkmseg.models import NATIVE, build_model, count_params, parse_arch, recalibrate_bn, separable
 from lkmseg.models.surgery import parse_form
+from lkmseg.train.evaluate import evaluate, evaluate_full_res
 from lkmseg.train.logs import TRAIN_FIELDS, VAL_FIELDS, CsvLog
-from lkmseg.train.loop import evaluate, evaluate_full_res, train_run
+from lkmseg.train.loop import train_run
 from lkmseg.train.runtime import Runtime, resolve_device
-
-CONVERTED = "converted.safetensors"  # the converted weights, before fine-tuning
-REPORT = "convert.json"
 
 
 @dataclass
@@ -176,7 +174,7 @@ def convert_run(run: str | Path, o: ConvertOptions, console=None) -> tuple[Path,
               "surgery": report.summary(), "layers": report.rows(),
               "params": {"source": count_params(src), "converted": count_params(model)},
               "seconds": round(time.perf_counter() - t0, 1)}
-    write_json(out / REPORT, result)
+    write_json(out / CONVERT_REPORT, result)
     write_json(out / SUMMARY, {**summary, "converted_from": str(run), "convert": {
         k: v for k, v in result.items() if k in ("dice", "surgery", "bn_images")}})
     return out, result

@@ -99,15 +99,6 @@ def broadcast_buffers(model: nn.Module) -> None:
         dist.broadcast(b.data, src=0)
 
 
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
-    """Rank 0's boolean, on every rank."""
-    if not _joined():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item() > 0)
-
-
 # ---------------------------------------------------------------------------- synchronised BN
 
 

@@ -6,7 +6,9 @@ trying here are timed at the run's size and batch and the fastest is kept, cache
 (CPU model and flags or GPU, torch version, threads), model, size and batch. bf16 is a
 candidate only where it is native (``lkmseg.hw.native_bf16``): emulated bf16 was 10-20x
 slower than fp32 on a CPU without AVX512-BF16/AMX, and on a GPU before compute capability
-8.0 fp16 with a gradient scaler is the fast mixed precision.
+8.0 fp16 with a gradient scaler is the fast mixed precision. ``build_runtime`` puts it
+together for a run: the process group, the device (with cuDNN autotuning and TF32 on a GPU)
+and rank 0's choice for every rank.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ import torch.distributed as dist
 from torch import nn
 
 from lkmseg import devices, hw, tune
+from lkmseg.config import RunConfig
 from lkmseg.errors import UserError
+from lkmseg.files.cache import cache_root
+from lkmseg.files.layout import AUTOTUNE
 from lkmseg.train import step
+from lkmseg.train.distributed import decide_on_rank0
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 LAYOUT_CHOICES = ("auto", "on", "off")
@@ -262,6 +268,28 @@ def init_distributed(device_name: str) -> tuple[int, int, int]:
         _import_before_process_group()
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return rank, world, local
+
+
+def build_runtime(cfg: RunConfig, device_name: str, model: nn.Module,
+                  notify: Callable[[str], None] | None = None,
+                  previous: dict | None = None) -> Runtime:
+    """The run's Runtime: joins the process group under torchrun, takes this rank's device
+    and the precision/layout ``choose_precision_layout`` picks on rank 0."""
+    rank, world, local = init_distributed(device_name)
+    device = resolve_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    t = cfg.train
+    # DDP needs the same precision and parameter layout on every rank: rank 0's choice (its
+    # measurement, or the cached one) decides for all.
+    choice = decide_on_rank0(lambda: choose_precision_layout(
+        t.amp, str(t.channels_last), model, device, (t.batch_size, *cfg.size),
+        cache_file=cache_root() / AUTOTUNE, notify=notify, previous=previous))
+    return Runtime.from_choice(device, choice, rank, world)
 
 
 def _import_before_process_group() -> None:

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lkmseg.files.layout import RESULTS_PNG
+
 N_IMAGES = 4  # validation images shown with their masks
 
 
@@ -133,4 +135,4 @@ def write_results_png(run_dir: Path) -> Path | None:
     """results.png (loss and Dice curves) from the run's CSV logs; None when no log yet."""
     from lkmseg.plots import results_figure
 
-    return results_figure(Path(run_dir), Path(run_dir) / "results.png")
+    return results_figure(Path(run_dir), Path(run_dir) / RESULTS_PNG)
