@@ -36,7 +36,7 @@ class TrainConfig:
     channels_last: str = "auto"  # auto (measured on CPU) | on | off
     compile: bool = False
     # batches a background thread prepares ahead; 0 = in the training thread; None = auto
-    # (see train.loop.prefetch_depth: ahead on GPU or where a core is spare)
+    # (see lkmseg.data.loader.prefetch_depth: ahead on GPU or where a core is spare)
     workers: int | None = None
     seed: int = 0
     val_frac: float = 0.25
