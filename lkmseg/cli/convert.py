@@ -43,11 +43,12 @@ def convert_cmd(
     from lkmseg.cli.options import check_finite, parse_duration
 
     check_finite(lr, "--lr")
+    console = Console(soft_wrap=True)
     new = convert(run, block, rank=parse_rank(rank), where=where,
                   fine_tune=parse_duration(fine_tune, "--fine-tune") if fine_tune else None,
-                  out=out, console=Console(soft_wrap=True), lr=lr, bn_images=bn_images,
+                  out=out, console=console, lr=lr, bn_images=bn_images,
                   data=data, device=device, full_res=full_res)
-    run_dir, console, res = new.path, Console(soft_wrap=True), new.summary["convert"]
+    run_dir, res = new.path, new.summary["convert"]
     d = res["dice"]
     line = " | ".join(f"{k.replace('_', ' ')} {v['dice']:.4f}" for k, v in d.items())
     console.print(f"done: {run_dir} | val dice: {line} | energy kept median "

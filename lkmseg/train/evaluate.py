@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lkmseg.metrics import dice_per_image
+from lkmseg.metrics import dice, dice_per_image
 from lkmseg.train.runtime import Runtime
 
 
@@ -26,10 +26,7 @@ def evaluate(model: nn.Module, images: np.ndarray, masks: np.ndarray, rt: Runtim
     for s in range(0, len(idx), batch_size):
         b = idx[s:s + batch_size]
         x = torch.from_numpy(images[b]).to(rt.device).permute(0, 3, 1, 2).float().div_(255)
-        x = x.contiguous(memory_format=torch.channels_last if rt.channels_last
-                         else torch.contiguous_format)
-        with rt.autocast():
-            logits = model(x)
+        logits = _forward(model, rt, x)
         y = torch.from_numpy(masks[b]).to(rt.device)[:, None]
         d = dice_per_image(logits.float() > cut, y)
         total += torch.tensor([d.sum().item(), len(b)], dtype=torch.float64)
@@ -45,12 +42,16 @@ def predict_logits(model: nn.Module, rt: Runtime, x: torch.Tensor) -> torch.Tens
     precision and layout (the validation images TensorBoard shows)."""
     was_training = model.training
     model.eval()
-    with rt.autocast():
-        out = model(x.to(rt.device).contiguous(
-            memory_format=torch.channels_last if rt.channels_last
-            else torch.contiguous_format))
+    out = _forward(model, rt, x.to(rt.device))
     model.train(was_training)
     return out
+
+
+def _forward(model: nn.Module, rt: Runtime, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` in the run's memory layout and autocast precision."""
+    fmt = torch.channels_last if rt.channels_last else torch.contiguous_format
+    with rt.autocast():
+        return model(x.contiguous(memory_format=fmt))
 
 
 @torch.no_grad()
@@ -66,6 +67,5 @@ def evaluate_full_res(model: nn.Module, items: list, size: tuple[int, int],
         img, gt = read_image(it.image), read_mask(it.mask)
         logits = model(preprocess([img], size).to(device))
         pred = postprocess(logits, [img.shape[:2]], threshold)[0]
-        scores.append(float(dice_per_image(torch.from_numpy(pred)[None],
-                                           torch.from_numpy(gt)[None])[0]))
+        scores.append(dice(pred, gt))
     return float(np.mean(scores)) if scores else float("nan")
